@@ -1,0 +1,43 @@
+# Plenary: `make up` runs the embedded stack, `make test` runs every test. Both install what they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PACKAGES := services/kit services/registration services/ticketing services/notifications services/checkin services/stack
+SYSTEM_STAMP := $(VENV)/.system-packages
+SYSTEM_PACKAGES := docker-compose
+
+.PHONY: up test lint install system-deps replay clean
+
+$(STAMP): requirements.lock $(addsuffix /pyproject.toml,$(PACKAGES))
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps $(addprefix -e ,$(PACKAGES))
+	touch $@
+
+install: $(STAMP)
+
+$(SYSTEM_STAMP): Makefile
+	@if ! dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; \
+	fi
+	touch $@
+
+system-deps: $(STAMP) $(SYSTEM_STAMP)
+
+up: $(STAMP)
+	exec $(PY) -m plenary_stack up
+
+test: system-deps
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(PY) -m ruff check services tests bench
+	$(PY) -m mypy
+
+replay: $(STAMP)
+	$(PY) -m plenary_kit.replay $(ARGS)
+
+clean:
+	rm -rf $(VENV) var

@@ -1,0 +1,205 @@
+"""Idempotent Kafka consumer: handle in a MongoDB transaction, record the event id, then commit the offset."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+
+import structlog
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka.errors import KafkaError
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import (
+    ConnectionFailure,
+    DuplicateKeyError,
+    ExecutionTimeout,
+    NetworkTimeout,
+    ServerSelectionTimeoutError,
+    WTimeoutError,
+)
+
+from plenary_kit import metrics, topics
+from plenary_kit.envelope import Envelope, MalformedEvent
+from plenary_kit.events import EventData
+from plenary_kit.kafka import Publisher
+from plenary_kit.logs import get_logger
+from plenary_kit.mongo import Document, Session, in_transaction
+
+log = get_logger(__name__)
+
+PROCESSED = "processed_events"
+
+Handler = Callable[[Envelope, EventData, Session], Awaitable[None]]
+
+# Failures of the infrastructure, not of the event: wait them out rather than dead-letter.
+_OUTAGES = (ConnectionFailure, ServerSelectionTimeoutError, NetworkTimeout, ExecutionTimeout, WTimeoutError)
+
+
+class Consumer:
+    """A consumer-group member that applies each event exactly once to this service's state."""
+
+    def __init__(
+        self,
+        name: str,
+        subscriptions: Mapping[str, Handler],
+        *,
+        client: AsyncMongoClient[Document],
+        db: AsyncDatabase[Document],
+        publisher: Publisher,
+        bootstrap_servers: str,
+        after_commit: Callable[[], None] = lambda: None,
+        max_attempts: int = 5,
+        retry_base_seconds: float = 0.2,
+        session_timeout_ms: int = 10000,
+        heartbeat_interval_ms: int = 1000,
+    ) -> None:
+        self.name = name
+        self._handlers = dict(subscriptions)
+        self._topics = sorted({topics.topic_for_event_type(event_type) for event_type in self._handlers})
+        self._client = client
+        self._processed = db[PROCESSED]
+        self._publisher = publisher
+        self._bootstrap = bootstrap_servers
+        self._after_commit = after_commit
+        self._max_attempts = max_attempts
+        self._retry_base = retry_base_seconds
+        self._session_timeout_ms = session_timeout_ms
+        self._heartbeat_interval_ms = heartbeat_interval_ms
+
+    async def prepare(self) -> None:
+        # The unique _id "<consumer>:<event id>" is what makes handling idempotent.
+        await self._processed.create_index("processed_at")
+
+    async def run(self) -> None:
+        while True:
+            consumer = AIOKafkaConsumer(
+                *self._topics,
+                bootstrap_servers=self._bootstrap,
+                group_id=self.name,
+                client_id=self.name,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                session_timeout_ms=self._session_timeout_ms,
+                heartbeat_interval_ms=self._heartbeat_interval_ms,
+                max_poll_interval_ms=600000,
+            )
+            try:
+                await consumer.start()
+                log.info("consumer_started", consumer=self.name, topics=self._topics)
+                await self._loop(consumer)
+            except (KafkaError, OSError) as exc:
+                log.warning("consumer_restart", consumer=self.name, error=type(exc).__name__)
+                await asyncio.sleep(1.0)
+            finally:
+                try:
+                    await consumer.stop()
+                except KafkaError:
+                    pass
+
+    async def _loop(self, consumer: AIOKafkaConsumer) -> None:
+        while True:
+            batches = await consumer.getmany(timeout_ms=500, max_records=200)
+            for partition, records in batches.items():
+                for record in records:
+                    await self.handle_record(record)
+                await consumer.commit({partition: records[-1].offset + 1})
+
+    async def handle_record(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        """Apply one record; returns once it is applied, skipped or dead-lettered."""
+        try:
+            envelope = Envelope.from_bytes(record.value)
+        except MalformedEvent as exc:
+            await self._dead_letter(record, exc, attempts=1)
+            return
+        handler = self._handlers.get(envelope.type)
+        if handler is None:
+            return
+        with structlog.contextvars.bound_contextvars(
+            correlation_id=envelope.correlationid,
+            causation_id=envelope.id,
+            event_type=envelope.type,
+            consumer=self.name,
+        ):
+            await self._apply(record, envelope, handler)
+
+    async def _apply(self, record: ConsumerRecord[bytes, bytes], envelope: Envelope, handler: Handler) -> None:
+        data = envelope.payload()
+        marker = f"{self.name}:{envelope.id}"
+        attempt = 0
+        outage_wait = self._retry_base
+        while True:
+            started = time.perf_counter()
+            try:
+                if await self._processed.find_one({"_id": marker}, projection={"_id": 1}):
+                    metrics.EVENTS_HANDLED.labels(self.name, envelope.type, "duplicate").inc()
+                    return
+
+                async def work(session: Session) -> None:
+                    await self._processed.insert_one(
+                        {"_id": marker, "processed_at": datetime.now(UTC)}, session=session
+                    )
+                    await handler(envelope, data, session)
+
+                await in_transaction(self._client, work)
+            except DuplicateKeyError as exc:
+                if "processed_events" in str(exc):
+                    metrics.EVENTS_HANDLED.labels(self.name, envelope.type, "duplicate").inc()
+                    return
+                attempt += 1
+                failure: Exception = exc
+            except _OUTAGES as exc:
+                log.warning("consumer_waiting_for_database", error=type(exc).__name__)
+                await asyncio.sleep(outage_wait)
+                outage_wait = min(outage_wait * 2, 5.0)
+                continue
+            except Exception as exc:
+                attempt += 1
+                failure = exc
+            else:
+                metrics.EVENT_SECONDS.labels(self.name).observe(time.perf_counter() - started)
+                metrics.EVENTS_HANDLED.labels(self.name, envelope.type, "applied").inc()
+                self._after_commit()
+                return
+            log.warning("event_handling_failed", attempt=attempt, error=type(failure).__name__)
+            if attempt >= self._max_attempts:
+                await self._dead_letter(record, failure, attempts=attempt)
+                return
+            await asyncio.sleep(self._retry_base * 2 ** (attempt - 1))
+
+    async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], error: Exception, attempts: int) -> None:
+        """Park the record on <topic>.dlq with why it failed; the offset is committed only after this."""
+        headers = [
+            ("dlq_consumer", self.name.encode()),
+            ("dlq_error", f"{type(error).__name__}: {error}"[:1000].encode()),
+            ("dlq_trace", "".join(traceback.format_exception(error))[-4000:].encode()),
+            ("dlq_topic", record.topic.encode()),
+            ("dlq_partition", str(record.partition).encode()),
+            ("dlq_offset", str(record.offset).encode()),
+            ("dlq_attempts", str(attempts).encode()),
+            ("dlq_at", datetime.now(UTC).isoformat().encode()),
+        ]
+        key = record.key.decode(errors="replace") if record.key else "unknown"
+        backoff = 0.5
+        while True:
+            try:
+                await self._publisher.publish(
+                    [(topics.dead_letter(record.topic), key, record.value or b"", headers)]
+                )
+                break
+            except (KafkaError, OSError, TimeoutError) as exc:
+                log.warning("dead_letter_retry", error=type(exc).__name__)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+        metrics.DEAD_LETTERS.labels(self.name).inc()
+        metrics.EVENTS_HANDLED.labels(self.name, "unknown", "dead_lettered").inc()
+        log.error(
+            "event_dead_lettered",
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            error=type(error).__name__,
+        )

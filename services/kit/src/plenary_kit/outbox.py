@@ -1,0 +1,146 @@
+"""Transactional outbox: events are written with the state change, then relayed to Kafka in order."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from aiokafka.errors import KafkaError
+from pymongo import ASCENDING
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
+
+from plenary_kit import metrics
+from plenary_kit.envelope import Envelope
+from plenary_kit.kafka import Publisher
+from plenary_kit.logs import get_logger
+from plenary_kit.mongo import Document, Session
+
+log = get_logger(__name__)
+
+COLLECTION = "outbox"
+BATCH = 500
+
+
+class Outbox:
+    """Where a service's handlers put the events their state change causes."""
+
+    def __init__(self, db: AsyncDatabase[Document], topic: str) -> None:
+        self._rows = db[COLLECTION]
+        self._topic = topic
+        self._wake = asyncio.Event()
+
+    async def prepare(self, retention_days: int) -> None:
+        await self._rows.create_index([("sent_at", ASCENDING), ("_id", ASCENDING)])
+        await self._rows.create_index([("created_at", ASCENDING)])
+        await self._rows.create_index("event_id", unique=True)
+        # Sent rows are kept for replay, then expire.
+        await self._rows.create_index(
+            "sent_at", name="sent_at_ttl", expireAfterSeconds=retention_days * 86400,
+            partialFilterExpression={"sent_at": {"$type": "date"}},
+        )
+
+    async def add(self, session: Session, *envelopes: Envelope) -> None:
+        """Record events inside the caller's transaction; they become visible only if it commits."""
+        now = datetime.now(UTC)
+        await self._rows.insert_many(
+            [
+                {
+                    "event_id": envelope.id,
+                    "type": envelope.type,
+                    "topic": self._topic,
+                    "key": envelope.subject,
+                    "value": envelope.to_bytes(),
+                    "correlation_id": envelope.correlationid,
+                    "created_at": now,
+                    "sent_at": None,
+                }
+                for envelope in envelopes
+            ],
+            ordered=True,
+            session=session,
+        )
+
+    def nudge(self) -> None:
+        """Tell an in-process relay that a transaction with events has committed."""
+        self._wake.set()
+
+    async def wait(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        except TimeoutError:
+            pass
+        self._wake.clear()
+
+    async def pending(self, limit: int) -> list[Document]:
+        cursor = self._rows.find({"sent_at": None}).sort("_id", ASCENDING).limit(limit)
+        return await cursor.to_list(limit)
+
+    async def mark_sent(self, rows: list[Document]) -> None:
+        await self._rows.update_many(
+            {"_id": {"$in": [row["_id"] for row in rows]}},
+            {"$set": {"sent_at": datetime.now(UTC)}},
+        )
+
+    async def between(self, since: datetime, until: datetime, event_type: str | None) -> list[Document]:
+        query: Document = {"created_at": {"$gte": since, "$lt": until}}
+        if event_type:
+            query["type"] = event_type
+        return await self._rows.find(query).sort("_id", ASCENDING).to_list(None)
+
+    async def count_pending(self) -> int:
+        return await self._rows.count_documents({"sent_at": None})
+
+
+def _record(row: Document) -> tuple[str, str, bytes, list[tuple[str, bytes]]]:
+    return row["topic"], row["key"], bytes(row["value"]), [("ce_type", row["type"].encode())]
+
+
+async def publish_rows(publisher: Publisher, rows: list[Document]) -> None:
+    await publisher.publish([_record(row) for row in rows])
+
+
+class Relay:
+    """Publishes a service's outbox to Kafka in `_id` order; one relay per service.
+
+    Rows are marked sent only after the broker acknowledged them (acks=all), so a
+    crash between the two re-sends a few events, which idempotent consumers ignore.
+    """
+
+    def __init__(self, outbox: Outbox, publisher: Publisher, service: str, idle_poll: float = 0.25) -> None:
+        self._outbox = outbox
+        self._publisher = publisher
+        self._service = service
+        self._idle_poll = idle_poll
+
+    async def run(self) -> None:
+        backoff = 0.2
+        while True:
+            try:
+                rows = await self._outbox.pending(BATCH)
+                if not rows:
+                    await self._outbox.wait(self._idle_poll)
+                    continue
+                await publish_rows(self._publisher, rows)
+                await self._outbox.mark_sent(rows)
+                metrics.OUTBOX_PUBLISHED.labels(self._service).inc(len(rows))
+                backoff = 0.2
+            except (KafkaError, PyMongoError, OSError, TimeoutError) as exc:
+                log.warning("outbox_relay_retry", error=type(exc).__name__, retry_in=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+
+async def replay(
+    outbox: Outbox, publisher: Publisher, since: datetime, until: datetime, event_type: str | None = None
+) -> int:
+    """Re-publish every outbox event created in [since, until); consumers skip what they have seen."""
+    rows = await outbox.between(since, until, event_type)
+    for start in range(0, len(rows), BATCH):
+        await publish_rows(publisher, rows[start : start + BATCH])
+    return len(rows)
+
+
+def default_window() -> tuple[datetime, datetime]:
+    now = datetime.now(UTC)
+    return now - timedelta(days=1), now + timedelta(minutes=1)

@@ -1,0 +1,24 @@
+"""Runs one service under uvicorn; the port comes from PLENARY_<SERVICE>_PORT or the contract default."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import uvicorn
+from fastapi import FastAPI
+
+from plenary_kit.settings import ServiceSettings
+
+
+def serve(service: str, create_app: Callable[[ServiceSettings], FastAPI], default_port: int) -> None:
+    settings = ServiceSettings()
+    port = int(os.environ.get(f"PLENARY_{service.upper()}_PORT", default_port))
+    uvicorn.run(
+        create_app(settings),
+        host=settings.plenary_host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )

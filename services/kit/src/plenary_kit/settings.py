@@ -1,0 +1,60 @@
+"""Settings every service shares, read from the environment (names as in CONTRACT.md)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_KAFKA = "127.0.0.1:9092"
+DEFAULT_MONGODB = "mongodb://127.0.0.1:27017/?directConnection=true"
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore")
+
+    kafka_bootstrap_servers: str = DEFAULT_KAFKA
+    mongodb_uri: str = DEFAULT_MONGODB
+    plenary_var: Path = Path("var")
+    plenary_admin_token: str | None = None
+    plenary_rate_limits: str = "on"
+    # Database names are "<prefix>_<service>", so one test run can share a real server safely.
+    plenary_db_prefix: str = "plenary"
+    # Which parts this process runs; separate Deployments scale them independently.
+    plenary_roles: str = "api,consumer,relay"
+    plenary_public_url: str | None = None
+    plenary_host: str = "127.0.0.1"
+    kafka_session_timeout_ms: int = 10000
+    kafka_heartbeat_interval_ms: int = 1000
+    consumer_max_attempts: int = 5
+    consumer_retry_base_seconds: float = 0.2
+    outbox_retention_days: int = 30
+
+    def database_name(self, service: str) -> str:
+        return f"{self.plenary_db_prefix}_{service}"
+
+    @property
+    def roles(self) -> frozenset[str]:
+        return frozenset(r.strip() for r in self.plenary_roles.split(",") if r.strip())
+
+    def admin_token(self) -> str:
+        """The organiser token: from the environment, else var/admin.token, made at first start."""
+        if self.plenary_admin_token:
+            return self.plenary_admin_token
+        return ensure_admin_token(self.plenary_var)
+
+
+def ensure_admin_token(var: Path) -> str:
+    path = var / "admin.token"
+    if path.exists():
+        token = path.read_text().strip()
+        if token:
+            return token
+    var.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+    return token

@@ -1,0 +1,120 @@
+"""FastAPI plumbing every service shares: error shape, correlation ids, health, readiness, metrics."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from plenary_kit import metrics
+from plenary_kit.errors import ApiError
+from plenary_kit.logs import get_logger
+
+log = get_logger(__name__)
+
+CORRELATION_HEADER = "X-Correlation-ID"
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+
+
+def correlation_id() -> str:
+    """The correlation id bound for the current request or consumed event."""
+    bound = structlog.contextvars.get_contextvars().get("correlation_id")
+    return str(bound) if bound else str(uuid.uuid4())
+
+
+def _field(loc: tuple[Any, ...] | list[Any]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+def install(app: FastAPI, service: str, ready_checks: Callable[[], Awaitable[dict[str, bool]]]) -> None:
+    """Give `app` the contract's error bodies, request logging and the operational endpoints."""
+
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        fields = [{"field": _field(e["loc"]), "message": e["msg"]} for e in exc.errors()]
+        names = ", ".join(sorted({f["field"] for f in fields}))
+        return JSONResponse(
+            {"code": "validation_error", "message": f"Please check: {names}.", "fields": fields},
+            status_code=422,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "error")
+        return JSONResponse(
+            {"code": code, "message": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled_error", error=type(exc).__name__)
+        return JSONResponse(
+            {"code": "internal_error", "message": "Something went wrong on our side; please try again."},
+            status_code=500,
+        )
+
+    @app.middleware("http")
+    async def bind_request(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        correlation = request.headers.get(CORRELATION_HEADER) or str(uuid.uuid4())
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(service=service, correlation_id=correlation[:64])
+        started = time.perf_counter()
+        response = await call_next(request)
+        elapsed = time.perf_counter() - started
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.HTTP_REQUESTS.labels(service, request.method, path, str(response.status_code)).observe(elapsed)
+        response.headers[CORRELATION_HEADER] = correlation[:64]
+        if path not in ("/healthz", "/readyz", "/metrics"):
+            log.info(
+                "http_request",
+                method=request.method,
+                route=path,
+                status=response.status_code,
+                ms=round(elapsed * 1000, 1),
+            )
+        return response
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": service}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        checks = await ready_checks()
+        down = sorted(name for name, ok in checks.items() if not ok)
+        if down:
+            return JSONResponse(
+                {"code": "not_ready", "message": f"Unreachable: {', '.join(down)}.", "down": down},
+                status_code=503,
+            )
+        return JSONResponse({"status": "ready", "service": service})
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

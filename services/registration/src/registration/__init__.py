@@ -1,0 +1,1 @@
+"""Registration service: events, capacity, waiting list and delegates' registrations."""
