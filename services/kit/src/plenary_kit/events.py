@@ -37,6 +37,8 @@ class _RegistrationSnapshot(_Data):
     delegate: Delegate
     ticket_type: str
     sessions: list[str] = Field(default_factory=list)
+    # sha256 hex of the delegate's manage token (never the token), so ticketing can check it.
+    manage_token_hash: str | None = None
 
 
 class RegistrationConfirmed(_RegistrationSnapshot):

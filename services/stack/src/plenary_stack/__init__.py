@@ -1,0 +1,1 @@
+"""The embedded stack: broker, document server, SMTP sink and the four services in one command."""

@@ -1,0 +1,209 @@
+"""The shared event kit against the real broker and document server: outbox, relay, consumer, dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from prometheus_client import REGISTRY
+from pymongo.asynchronous.database import AsyncDatabase
+
+from plenary_kit import events, topics
+from plenary_kit.consumer import Consumer
+from plenary_kit.envelope import Envelope
+from plenary_kit.kafka import Publisher
+from plenary_kit.mongo import Document, Session, connect, in_transaction
+from plenary_kit.outbox import Outbox, Relay, replay
+from plenary_stack.stack import EmbeddedStack
+
+SUMMARY = events.EventSummary(
+    id=str(uuid.uuid4()),
+    slug="future-heads",
+    title="Future Heads Programme",
+    venue="Halton Lea Library",
+    starts_at=datetime(2027, 1, 20, 9, 0, tzinfo=UTC),
+    ends_at=datetime(2027, 1, 20, 15, 0, tzinfo=UTC),
+    timezone="Europe/London",
+)
+
+
+def cancelled_event(name: str = "Tomás O'Neill") -> Envelope:
+    registration_id = str(uuid.uuid4())
+    data = events.RegistrationCancelled(
+        registration_id=registration_id,
+        event=SUMMARY,
+        delegate=events.Delegate(name=name, email="t@school.example", organisation="Sefton High", role="teacher"),
+        previous_status="confirmed",
+    )
+    return Envelope.new(data, source="registration", subject=registration_id, correlation_id=str(uuid.uuid4()))
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def kit(infrastructure: EmbeddedStack) -> AsyncIterator[tuple[EmbeddedStack, str]]:
+    yield infrastructure, f"kit_{uuid.uuid4().hex[:10]}"
+
+
+async def read_topic(
+    bootstrap: str, topic: str, want: int, timeout: float = 20.0
+) -> list[tuple[bytes, dict[str, bytes]]]:
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=f"reader-{uuid.uuid4()}", auto_offset_reset="earliest",
+        enable_auto_commit=False, session_timeout_ms=2000, heartbeat_interval_ms=300,
+    )
+    await consumer.start()
+    seen: list[tuple[bytes, dict[str, bytes]]] = []
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while len(seen) < want and asyncio.get_running_loop().time() < deadline:
+            for records in (await consumer.getmany(timeout_ms=300)).values():
+                seen += [(r.value or b"", dict(r.headers)) for r in records]
+    finally:
+        await consumer.stop()
+    return seen
+
+
+async def test_relay_publishes_committed_events_in_order_and_marks_them_sent(kit: tuple[EmbeddedStack, str]) -> None:
+    stack, db_name = kit
+    client = connect(stack.config.mongo)
+    outbox = Outbox(client[db_name], topics.REGISTRATION)
+    await outbox.prepare(retention_days=1)
+    publisher = Publisher(stack.config.bootstrap)
+    marker = str(uuid.uuid4())
+    written = [cancelled_event(name=f"{marker}-{i}") for i in range(30)]
+
+    async def write(session: Session) -> None:
+        await outbox.add(session, *written)
+
+    await in_transaction(client, write)
+    relay = asyncio.create_task(Relay(outbox, publisher, "test").run())
+    try:
+        await eventually(lambda: _none_pending(outbox))
+        received = await read_topic(stack.config.bootstrap, topics.REGISTRATION, want=10_000, timeout=4)
+        ours = [Envelope.from_bytes(value) for value, _ in received if marker.encode() in value]
+        assert [e.id for e in ours if e.subject == written[0].subject] == [written[0].id]
+        assert sorted(e.id for e in ours) == sorted(e.id for e in written)
+        assert all(h["ce_type"] == b"registration.cancelled" for value, h in received if marker.encode() in value)
+
+        replayed = await replay(
+            outbox, publisher, datetime.now(UTC) - timedelta(minutes=5), datetime.now(UTC) + timedelta(minutes=1)
+        )
+        assert replayed == 30
+    finally:
+        relay.cancel()
+        await publisher.stop()
+        await client.close()
+
+
+async def _none_pending(outbox: Outbox) -> bool:
+    return await outbox.count_pending() == 0
+
+
+async def test_an_event_delivered_twice_is_applied_once(kit: tuple[EmbeddedStack, str]) -> None:
+    stack, db_name = kit
+    client = connect(stack.config.mongo)
+    db = client[db_name]
+    publisher = Publisher(stack.config.bootstrap)
+
+    async def count(envelope: Envelope, data: events.EventData, session: Session) -> None:
+        await db["applied"].update_one({"_id": envelope.subject}, {"$inc": {"times": 1}}, upsert=True, session=session)
+
+    consumer = Consumer(
+        f"twice-{uuid.uuid4().hex[:6]}", {"registration.cancelled": count}, client=client, db=db,
+        publisher=publisher, bootstrap_servers=stack.config.bootstrap, session_timeout_ms=2000,
+        heartbeat_interval_ms=300,
+    )
+    await consumer.prepare()
+    event = cancelled_event()
+    producer = AIOKafkaProducer(bootstrap_servers=stack.config.bootstrap, acks="all")
+    await producer.start()
+    running = asyncio.create_task(consumer.run())
+    try:
+        for _ in range(3):
+            await producer.send_and_wait(topics.REGISTRATION, event.to_bytes(), key=event.subject.encode())
+        await eventually(lambda: _applied(db, event.subject))
+        await eventually(lambda: _handled(consumer.name, "duplicate", 2))
+        processed = await db["processed_events"].count_documents({"_id": f"{consumer.name}:{event.id}"})
+        doc = await db["applied"].find_one({"_id": event.subject})
+        assert doc is not None and doc["times"] == 1
+        assert processed == 1
+    finally:
+        running.cancel()
+        await producer.stop()
+        await publisher.stop()
+        await client.close()
+
+
+async def _applied(db: AsyncDatabase[Document], subject: str) -> bool:
+    return await db["applied"].find_one({"_id": subject}) is not None
+
+
+async def _handled(consumer: str, outcome: str, at_least: int) -> bool:
+    counted = REGISTRY.get_sample_value(
+        "plenary_events_handled_total",
+        {"consumer": consumer, "type": "registration.cancelled", "outcome": outcome},
+    )
+    return (counted or 0) >= at_least
+
+
+async def test_poison_and_malformed_events_go_to_the_dead_letter_topic_and_the_line_moves_on(
+    kit: tuple[EmbeddedStack, str],
+) -> None:
+    stack, db_name = kit
+    client = connect(stack.config.mongo)
+    db = client[db_name]
+    publisher = Publisher(stack.config.bootstrap)
+    poison, good = cancelled_event(name="Poison Pill"), cancelled_event(name="Nguyễn Thị Lan")
+    attempts: list[str] = []
+
+    async def handle(envelope: Envelope, data: events.EventData, session: Session) -> None:
+        assert isinstance(data, events.RegistrationCancelled)
+        attempts.append(data.delegate.name)
+        if data.delegate.name == "Poison Pill":
+            raise ValueError("cannot handle this delegate")
+        await db["applied"].insert_one({"_id": envelope.subject}, session=session)
+
+    consumer = Consumer(
+        f"dlq-{uuid.uuid4().hex[:6]}", {"registration.cancelled": handle}, client=client, db=db,
+        publisher=publisher, bootstrap_servers=stack.config.bootstrap, max_attempts=3, retry_base_seconds=0.01,
+        session_timeout_ms=2000, heartbeat_interval_ms=300,
+    )
+    await consumer.prepare()
+    producer = AIOKafkaProducer(bootstrap_servers=stack.config.bootstrap, acks="all")
+    await producer.start()
+    running = asyncio.create_task(consumer.run())
+    try:
+        # All three share a key, so they share a partition and arrive in this order.
+        for value in (b'{"not": "an event"', poison.to_bytes(), good.to_bytes()):
+            await producer.send_and_wait(topics.REGISTRATION, value, key=b"same-delegate")
+        await eventually(lambda: _applied(db, good.subject))
+
+        assert attempts.count("Poison Pill") == 3
+        dead_letters = topics.dead_letter(topics.REGISTRATION)
+        letters = await read_topic(stack.config.bootstrap, dead_letters, want=10_000, timeout=4)
+        ours = [(value, headers) for value, headers in letters if headers.get("dlq_consumer") == consumer.name.encode()]
+        assert len(ours) == 2
+        malformed, poisoned = ours
+        assert malformed[0] == b'{"not": "an event"'
+        assert malformed[1]["dlq_error"].startswith(b"MalformedEvent")
+        assert Envelope.from_bytes(poisoned[0]).id == poison.id
+        assert poisoned[1]["dlq_error"] == b"ValueError: cannot handle this delegate"
+        assert poisoned[1]["dlq_attempts"] == b"3"
+        assert poisoned[1]["dlq_topic"] == topics.REGISTRATION.encode()
+    finally:
+        running.cancel()
+        await producer.stop()
+        await publisher.stop()
+        await client.close()
+
