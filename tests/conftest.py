@@ -42,15 +42,25 @@ def _config(var: Path) -> StackConfig:
     )
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
-    """Broker, document server, SMTP sink and the four services, started once per test run."""
-    running = EmbeddedStack(_config(tmp_path_factory.mktemp("stack")))
+def _running_stack(var: Path) -> Iterator[EmbeddedStack]:
+    running = EmbeddedStack(_config(var))
     running.start()
     try:
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
+    """Broker, document server, SMTP sink and the four services, started once per test run."""
+    yield from _running_stack(tmp_path_factory.mktemp("stack"))
+
+
+@pytest.fixture(scope="module")
+def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
+    """A whole stack of the module's own, for tests that stop or break parts of it."""
+    yield from _running_stack(tmp_path_factory.mktemp("own-stack"))
 
 
 @pytest.fixture(scope="session")
