@@ -215,6 +215,7 @@ def _snapshot(event: Document, registration: Document) -> dict[str, Any]:
         "delegate": domain.delegate(registration),
         "ticket_type": registration["ticket_type"],
         "sessions": registration["sessions"],
+        "manage_token_hash": registration["manage_token_hash"],
     }
 
 

