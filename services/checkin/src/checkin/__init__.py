@@ -1,0 +1,1 @@
+"""Checkin service: ticket projection, door devices, scans and live attendance."""

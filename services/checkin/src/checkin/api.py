@@ -1,0 +1,161 @@
+"""HTTP routes of the checkin service: parse, authorise, call a handler, shape the reply."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+
+from checkin import domain
+from checkin.domain import CheckinRefused
+from checkin.handlers import Devices, Scans
+from plenary_kit.auth import bearer, is_admin
+from plenary_kit.errors import ApiError
+from plenary_kit.mongo import Document
+
+router = APIRouter(prefix="/api/v1")
+
+
+def get_scans(request: Request) -> Scans:
+    return request.app.state.scans  # type: ignore[no-any-return]
+
+
+def get_devices(request: Request) -> Devices:
+    return request.app.state.devices  # type: ignore[no-any-return]
+
+
+def get_admin_token(request: Request) -> str:
+    return request.app.state.admin_token  # type: ignore[no-any-return]
+
+
+ScansDep = Annotated[Scans, Depends(get_scans)]
+DevicesDep = Annotated[Devices, Depends(get_devices)]
+AdminTokenDep = Annotated[str, Depends(get_admin_token)]
+Authorization = Annotated[str | None, Header()]
+
+
+async def organiser(admin_token: AdminTokenDep, devices: DevicesDep, authorization: Authorization = None) -> None:
+    """Organiser only; a door device's token is known but out of scope here."""
+    if is_admin(authorization, admin_token):
+        return
+    token = bearer(authorization)
+    if token is None:
+        raise ApiError(401, "unauthenticated", "An organiser token is required.")
+    if await devices.authenticate(token) is not None:
+        raise ApiError(403, "forbidden", "A door device can only scan.")
+    raise ApiError(401, "unauthenticated", "This token is not valid.")
+
+
+OrganiserDep = Depends(organiser)
+
+
+async def scanner(
+    event_id: str, admin_token: AdminTokenDep, devices: DevicesDep, authorization: Authorization = None
+) -> Document | None:
+    """The device scanning at this event, or None when an organiser scans."""
+    if is_admin(authorization, admin_token):
+        return None
+    token = bearer(authorization)
+    if token is None:
+        raise ApiError(401, "unauthenticated", "A device or organiser token is required.")
+    device = await devices.authenticate(token)
+    if device is None:
+        raise ApiError(401, "unauthenticated", "This token is not valid, or its device was revoked.")
+    if device["event_id"] != event_id:
+        raise ApiError(403, "forbidden", "This device is enrolled for another event.")
+    return device
+
+
+ScannerDep = Annotated[Document | None, Depends(scanner)]
+
+
+def _refused(exc: CheckinRefused) -> ApiError:
+    return ApiError(exc.status, exc.code, exc.message)
+
+
+def device_public(device: Document) -> dict[str, Any]:
+    return {
+        "device_id": device["_id"],
+        "event_id": device["event_id"],
+        "name": device["name"],
+        "gates": device["gates"],
+        "enrolled": device.get("enrolled_at") is not None,
+        "revoked": device.get("revoked_at") is not None,
+        "created_at": _iso(device.get("created_at")),
+        "enrolled_at": _iso(device.get("enrolled_at")),
+        "revoked_at": _iso(device.get("revoked_at")),
+        "last_seen": _iso(device.get("last_seen_at")),
+    }
+
+
+def scan_public(scan: Document) -> dict[str, Any]:
+    return {
+        "scan_id": scan["_id"],
+        "ticket_id": scan.get("ticket_id"),
+        "gate": scan["gate"],
+        "direction": scan["direction"],
+        "verdict": scan["verdict"],
+        "device_id": scan.get("device_id"),
+        "scanned_at": _iso(scan.get("scanned_at")),
+        "received_at": _iso(scan["received_at"]),
+        "offline": scan.get("offline", False),
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+@router.post("/events/{event_id}/scans")
+async def scan(event_id: str, request: domain.ScanRequest, scans: ScansDep, device: ScannerDep) -> dict[str, Any]:
+    if device is not None and request.gate not in device["gates"]:
+        raise ApiError(403, "gate_not_assigned", f"This device is not assigned to gate {request.gate!r}.")
+    try:
+        return await scans.scan(event_id, request, device["_id"] if device else None)
+    except CheckinRefused as exc:
+        raise _refused(exc) from exc
+
+
+@router.get("/events/{event_id}/attendance", dependencies=[OrganiserDep])
+async def attendance(event_id: str, scans: ScansDep) -> dict[str, Any]:
+    return await scans.attendance(event_id)
+
+
+@router.get("/events/{event_id}/scans", dependencies=[OrganiserDep])
+async def recent_scans(
+    event_id: str, scans: ScansDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> list[dict[str, Any]]:
+    return [scan_public(scan) for scan in await scans.recent(event_id, limit)]
+
+
+@router.post("/events/{event_id}/devices", status_code=201, dependencies=[OrganiserDep])
+async def create_device(event_id: str, spec: domain.DeviceCreate, devices: DevicesDep) -> dict[str, Any]:
+    created = await devices.create(event_id, spec)
+    return {
+        **device_public(created["device"]),
+        "token": created["token"],
+        "enrolment_code": created["enrolment_code"],
+    }
+
+
+@router.get("/events/{event_id}/devices", dependencies=[OrganiserDep])
+async def list_devices(event_id: str, devices: DevicesDep) -> list[dict[str, Any]]:
+    return [device_public(device) for device in await devices.for_event(event_id)]
+
+
+@router.post("/devices/enrol")
+async def enrol_device(enrolment: domain.DeviceEnrol, devices: DevicesDep) -> dict[str, Any]:
+    try:
+        enrolled = await devices.enrol(enrolment.enrolment_code)
+    except CheckinRefused as exc:
+        raise _refused(exc) from exc
+    return {**device_public(enrolled["device"]), "token": enrolled["token"]}
+
+
+@router.post("/devices/{device_id}/revoke", dependencies=[OrganiserDep])
+async def revoke_device(device_id: str, devices: DevicesDep) -> dict[str, Any]:
+    try:
+        return device_public(await devices.revoke(device_id))
+    except CheckinRefused as exc:
+        raise _refused(exc) from exc

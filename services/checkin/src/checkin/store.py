@@ -1,0 +1,180 @@
+"""MongoDB access for the checkin service: ticket projection, keys, admissions, scans, counters, devices."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
+from pymongo.asynchronous.database import AsyncDatabase
+
+from checkin.domain import CounterKey
+from plenary_kit.mongo import Document, Session
+
+# last_seen is for the organiser's eyes; writing it on every scan would only add load at the doors.
+LAST_SEEN_RESOLUTION = timedelta(seconds=10)
+
+# Each figure is spread over this many documents, summed when read: concurrent scans then rarely
+# update the same document, so their transactions rarely conflict and retry.
+COUNTER_SHARDS = 16
+
+
+class Store:
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self.tickets = db["tickets"]
+        self.registrations = db["registrations"]
+        self.keys = db["keys"]
+        self.admissions = db["admissions"]
+        self.scans = db["scans"]
+        self.counters = db["counters"]
+        self.devices = db["devices"]
+
+    async def prepare(self) -> None:
+        await self.tickets.create_index("registration_id")
+        await self.tickets.create_index("event_id")
+        await self.registrations.create_index("event_id")
+        await self.keys.create_index("event_id")
+        await self.admissions.create_index("event_id")
+        # The nonce index is what makes a retried scan come back with its first answer, recorded once.
+        await self.scans.create_index("nonce_key", unique=True)
+        await self.scans.create_index([("event_id", ASCENDING), ("received_at", DESCENDING)])
+        await self.scans.create_index("ticket_id")
+        await self.counters.create_index("event_id")
+        await self.devices.create_index("token_hashes", unique=True)
+        await self.devices.create_index("enrolment_code_hash", unique=True)
+        await self.devices.create_index("event_id")
+
+    # Projection of tickets and registrations, written by the event handlers.
+
+    async def save_key(self, event_id: str, key_id: str, public_key: bytes, session: Session) -> None:
+        await self.keys.update_one(
+            {"_id": f"{event_id}:{key_id}"},
+            {"$setOnInsert": {"event_id": event_id, "key_id": key_id, "public_key": public_key}},
+            upsert=True,
+            session=session,
+        )
+
+    async def public_key(self, event_id: str, key_id: str) -> bytes | None:
+        key = await self.keys.find_one({"_id": f"{event_id}:{key_id}"})
+        return bytes(key["public_key"]) if key else None
+
+    async def save_ticket(self, ticket_id: str, fields: Document, session: Session) -> None:
+        await self.tickets.update_one({"_id": ticket_id}, {"$set": fields}, upsert=True, session=session)
+
+    async def ticket(self, ticket_id: str, session: Session) -> Document | None:
+        return await self.tickets.find_one({"_id": ticket_id}, session=session)
+
+    async def save_registration(self, registration_id: str, fields: Document, session: Session) -> None:
+        await self.registrations.update_one(
+            {"_id": registration_id},
+            {"$set": fields, "$setOnInsert": {"counted": False}},
+            upsert=True,
+            session=session,
+        )
+
+    async def registration(self, registration_id: str, session: Session) -> Document | None:
+        return await self.registrations.find_one({"_id": registration_id}, session=session)
+
+    async def start_counting(self, registration_id: str, session: Session) -> bool:
+        """Mark a live registration as counted; True only the one time it becomes so."""
+        result = await self.registrations.update_one(
+            {"_id": registration_id, "counted": False, "cancelled_at": None},
+            {"$set": {"counted": True}},
+            session=session,
+        )
+        return result.modified_count == 1
+
+    async def stop_counting(self, registration_id: str, session: Session) -> bool:
+        result = await self.registrations.update_one(
+            {"_id": registration_id, "counted": True}, {"$set": {"counted": False}}, session=session
+        )
+        return result.modified_count == 1
+
+    # Admissions: one document per ticket, changed only by conditional writes.
+
+    async def admission(self, ticket_id: str, session: Session) -> Document | None:
+        return await self.admissions.find_one({"_id": ticket_id}, session=session)
+
+    async def insert_admission(self, admission: Document, session: Session) -> None:
+        await self.admissions.insert_one(admission, session=session)
+
+    async def move(
+        self, ticket_id: str, *, inside: bool, at: datetime, gate: str, session: Session
+    ) -> bool:
+        """Flip a holder to inside/outside; False when someone else already did."""
+        counter = "entries" if inside else "exits"
+        result = await self.admissions.update_one(
+            {"_id": ticket_id, "inside": not inside},
+            {"$set": {"inside": inside, "last_at": at, "last_gate": gate}, "$inc": {counter: 1}},
+            session=session,
+        )
+        return result.modified_count == 1
+
+    # Scans: the audit trail, each carrying the reply given for its nonce.
+
+    async def scan_by_nonce(self, nonce_key: str) -> Document | None:
+        return await self.scans.find_one({"nonce_key": nonce_key})
+
+    async def insert_scan(self, scan: Document, session: Session) -> None:
+        await self.scans.insert_one(scan, session=session)
+
+    async def recent_scans(self, event_id: str, limit: int) -> list[Document]:
+        cursor = self.scans.find({"event_id": event_id}).sort("received_at", DESCENDING).limit(limit)
+        return await cursor.to_list(limit)
+
+    # Counters: small documents per figure and shard, incremented in the transaction that changes them.
+
+    async def bump(self, event_id: str, changes: dict[CounterKey, int], session: Session) -> None:
+        if not changes:
+            return
+        shard = random.randrange(COUNTER_SHARDS)
+        await self.counters.bulk_write(
+            [
+                UpdateOne(
+                    {"_id": f"{event_id}:{kind}:{key}:{shard}"},
+                    {"$inc": {"n": n}, "$setOnInsert": {"event_id": event_id, "kind": kind, "key": key}},
+                    upsert=True,
+                )
+                for (kind, key), n in changes.items()
+            ],
+            ordered=False,
+            session=session,
+        )
+
+    async def counters_for(self, event_id: str) -> list[tuple[str, str, int]]:
+        rows = await self.counters.find({"event_id": event_id}).to_list(None)
+        return [(row["kind"], row["key"], int(row["n"])) for row in rows]
+
+    # Devices.
+
+    async def insert_device(self, device: Document) -> None:
+        await self.devices.insert_one(device)
+
+    async def device_by_token_hash(self, token_hash: str) -> Document | None:
+        return await self.devices.find_one({"token_hashes": token_hash})
+
+    async def enrol_device(self, code_hash: str, token_hash: str, now: datetime) -> Document | None:
+        """Exchange a one-time enrolment code for a new token; None when the code is unknown or spent."""
+        return await self.devices.find_one_and_update(
+            {"enrolment_code_hash": code_hash, "enrolled_at": None, "revoked_at": None},
+            {"$set": {"enrolled_at": now}, "$push": {"token_hashes": token_hash}},
+            return_document=ReturnDocument.AFTER,
+        )
+
+    async def device_by_enrolment_hash(self, code_hash: str) -> Document | None:
+        return await self.devices.find_one({"enrolment_code_hash": code_hash})
+
+    async def devices_for(self, event_id: str) -> list[Document]:
+        return await self.devices.find({"event_id": event_id}).sort("created_at", ASCENDING).to_list(None)
+
+    async def revoke_device(self, device_id: str, now: datetime) -> Document | None:
+        await self.devices.update_one({"_id": device_id, "revoked_at": None}, {"$set": {"revoked_at": now}})
+        return await self.devices.find_one({"_id": device_id})
+
+    async def touch_device(self, device_id: str, now: datetime) -> None:
+        condition: dict[str, Any] = {
+            "_id": device_id,
+            "$or": [{"last_seen_at": None}, {"last_seen_at": {"$lt": now - LAST_SEEN_RESOLUTION}}],
+        }
+        await self.devices.update_one(condition, {"$set": {"last_seen_at": now}})

