@@ -76,14 +76,16 @@ class Publisher:
         await self.reset()
 
 
-async def ensure_topics(bootstrap_servers: str, partitions: int = topics.PARTITIONS) -> None:
+async def ensure_topics(
+    bootstrap_servers: str, partitions: int = topics.PARTITIONS, replication_factor: int = 1
+) -> None:
     """Create every Plenary topic and its dead-letter topic if missing."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         wanted = [t for name in topics.ALL for t in (name, topics.dead_letter(name))]
-        missing = [NewTopic(name, partitions, 1) for name in wanted if name not in existing]
+        missing = [NewTopic(name, partitions, replication_factor) for name in wanted if name not in existing]
         if missing:
             try:
                 await admin.create_topics(missing)

@@ -100,7 +100,10 @@ class Runtime:
         backoff = 0.5
         while True:
             try:
-                await ensure_topics(self.settings.kafka_bootstrap_servers)
+                await ensure_topics(
+                    self.settings.kafka_bootstrap_servers,
+                    replication_factor=self.settings.kafka_topic_replication_factor,
+                )
                 return
             except Exception as exc:  # any broker failure here means "try again"
                 log.warning("waiting_for_kafka", error=type(exc).__name__)

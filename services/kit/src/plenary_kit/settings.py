@@ -31,6 +31,8 @@ class ServiceSettings(BaseSettings):
     consumer_max_attempts: int = 5
     consumer_retry_base_seconds: float = 0.2
     outbox_retention_days: int = 30
+    # Topics a service creates when it starts before the cluster's topic job; 3 on a real cluster.
+    kafka_topic_replication_factor: int = 1
 
     def database_name(self, service: str) -> str:
         return f"{self.plenary_db_prefix}_{service}"
