@@ -1,0 +1,1 @@
+"""Notifications service: delegates' confirmation, waiting-list and cancellation emails."""

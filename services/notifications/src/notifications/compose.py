@@ -1,0 +1,128 @@
+"""Builds delegates' emails from the Jinja2 templates: plain text and HTML, QR ticket and calendar file."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, tzinfo
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime, parseaddr
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+from notifications import ics
+from notifications.domain import Kind, MessageContent, TicketFacts
+from plenary_kit import events, qr
+
+SUBJECTS = {
+    Kind.CONFIRMATION: "Your place at {title} is confirmed: your ticket",
+    Kind.WAITLISTED: "You are on the waiting list for {title}",
+    Kind.PROMOTED: "A place has become available for you at {title}",
+    Kind.CANCELLED: "Your registration for {title} has been cancelled",
+}
+
+TICKET_FILENAME = "ticket.png"
+
+
+def _zone(name: str) -> tzinfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def _day(moment: datetime) -> str:
+    return f"{moment:%A} {moment.day} {moment:%B %Y}"
+
+
+def when(event: events.EventSummary) -> str:
+    """The event's date and time as a delegate there would read it, in the event's own timezone."""
+    zone = _zone(event.timezone)
+    start, end = event.starts_at.astimezone(zone), event.ends_at.astimezone(zone)
+    if start.date() == end.date():
+        return f"{_day(start)}, {start:%H:%M}–{end:%H:%M} ({start:%Z})"
+    return f"{_day(start)}, {start:%H:%M} {start:%Z} to {_day(end)}, {end:%H:%M} {end:%Z}"
+
+
+class Composer:
+    """Turns a stored message into the email that is sent; the same message always gets the same ids."""
+
+    def __init__(self, mail_from: str) -> None:
+        self.mail_from = mail_from
+        self.domain = parseaddr(mail_from)[1].rpartition("@")[2] or "plenary.example"
+        self._templates = Environment(
+            loader=PackageLoader("notifications", "templates"),
+            autoescape=select_autoescape(["html"]),
+            undefined=StrictUndefined,
+            trim_blocks=True,
+            keep_trailing_newline=True,
+        )
+
+    def message_id(self, key: str) -> str:
+        return f"<{hashlib.sha256(key.encode()).hexdigest()[:32]}@{self.domain}>"
+
+    def calendar_uid(self, registration_id: str) -> str:
+        return f"{registration_id}@{self.domain}"
+
+    def compose(
+        self, key: str, kind: Kind, content: MessageContent, *, created_at: datetime, now: datetime
+    ) -> EmailMessage:
+        event = content.event
+        subject = SUBJECTS[kind].format(title=event.title)
+        qr_cid = f"ticket-{hashlib.sha256(key.encode()).hexdigest()[:16]}@{self.domain}"
+        context: dict[str, Any] = {
+            "subject": subject,
+            "name": content.delegate.name,
+            "event_title": event.title,
+            "when": when(event),
+            "venue": event.venue,
+            "ticket_type": content.ticket_type or "",
+            "sessions": content.sessions,
+            "waitlist_position": content.waitlist_position,
+            "previous_status": content.previous_status,
+            "qr_cid": qr_cid,
+        }
+        message = EmailMessage()
+        message["Subject"] = subject
+        message["From"] = self.mail_from
+        # Built from its parts: the email package refuses a non-ASCII local part given as one
+        # string, yet such addresses are valid and go out over SMTPUTF8.
+        username, _, domain = content.delegate.email.rpartition("@")
+        message["To"] = Address(display_name=content.delegate.name, username=username, domain=domain)
+        message["Date"] = format_datetime(now)
+        message["Message-ID"] = self.message_id(key)
+        message["Content-Language"] = "en-GB"
+        # RFC 3834: tells out-of-office responders not to reply to a machine.
+        message["Auto-Submitted"] = "auto-generated"
+        message.set_content(self._templates.get_template(f"{kind}.txt").render(context))
+        message.add_alternative(self._templates.get_template(f"{kind}.html").render(context), subtype="html")
+        if kind == Kind.CONFIRMATION:
+            if content.ticket is None:
+                raise ValueError("a confirmation needs its ticket")
+            self._attach_ticket(message, content, content.ticket, qr_cid, created_at)
+        return message
+
+    def _attach_ticket(
+        self, message: EmailMessage, content: MessageContent, ticket: TicketFacts, qr_cid: str, created_at: datetime
+    ) -> None:
+        image = qr.png(ticket.code)
+        html = message.get_body(preferencelist=("html",))
+        assert isinstance(html, EmailMessage)
+        html.add_related(image, maintype="image", subtype="png", cid=f"<{qr_cid}>", disposition="inline")
+        message.add_attachment(image, maintype="image", subtype="png", filename=TICKET_FILENAME)
+        calendar = ics.calendar(
+            uid=self.calendar_uid(content.registration_id),
+            event=content.event,
+            stamp=created_at,
+            description=f"Your ticket ({content.ticket_type}) is in your confirmation email; "
+            "please show its QR code at the door.",
+        )
+        message.add_attachment(
+            calendar.encode("utf-8"),
+            maintype="text",
+            subtype="calendar",
+            params={"method": "PUBLISH", "charset": "utf-8"},
+            filename=f"{content.event.slug}.ics",
+        )

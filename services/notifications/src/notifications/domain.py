@@ -1,0 +1,120 @@
+"""Notification rules and types: which message a registration needs, and when to try again. No I/O."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from plenary_kit import events
+
+RETRY_BASE_SECONDS = 1.0
+RETRY_CAP_SECONDS = 300.0
+# Transient failures are retried without an attempt limit for this long, then the message fails.
+RETRY_WINDOW = timedelta(hours=24)
+# How long a sender owns a claimed message; past it, another sender may claim it again.
+LEASE = timedelta(seconds=90)
+
+
+class Kind(StrEnum):
+    CONFIRMATION = "confirmation"
+    WAITLISTED = "waitlisted"
+    PROMOTED = "promoted"
+    CANCELLED = "cancelled"
+
+
+class Status(StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    RETRYING = "retrying"
+    FAILED = "failed"
+
+
+class RegistrationStatus(StrEnum):
+    WAITLISTED = "waitlisted"
+    CONFIRMED = "confirmed"
+    CANCELLED = "cancelled"
+
+
+class TicketFacts(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    ticket_id: str
+    code: str
+
+
+class MessageContent(BaseModel):
+    """Everything a message needs to be composed, copied from the events that caused it."""
+
+    model_config = ConfigDict(frozen=True)
+    registration_id: str
+    delegate: events.Delegate
+    event: events.EventSummary
+    ticket_type: str | None = None
+    sessions: list[str] = []
+    ticket: TicketFacts | None = None
+    waitlist_position: int | None = None
+    previous_status: str | None = None
+
+
+def message_key(registration_id: str, kind: Kind, version: str = "1") -> str:
+    """The message's idempotency key: one message per registration, kind and version, ever."""
+    return f"{registration_id}:{kind}:{version}"
+
+
+def registration_status(projection: dict[str, Any]) -> RegistrationStatus | None:
+    """The registration's status from the facts seen so far, whatever order they arrived in.
+
+    Each fact is kept as its own field, so a late or repeated event can never move a
+    registration backwards: cancellation outranks confirmation, which outranks waiting.
+    """
+    if projection.get("cancelled_at"):
+        return RegistrationStatus.CANCELLED
+    if projection.get("confirmed_at"):
+        return RegistrationStatus.CONFIRMED
+    if projection.get("waitlisted_at"):
+        return RegistrationStatus.WAITLISTED
+    return None
+
+
+def confirmation_content(projection: dict[str, Any]) -> MessageContent | None:
+    """The ticket confirmation, once the registration is confirmed and its ticket is known."""
+    ticket = projection.get("ticket")
+    snapshot = projection.get("snapshot")
+    if registration_status(projection) != RegistrationStatus.CONFIRMED or not ticket or not snapshot:
+        return None
+    return MessageContent(registration_id=projection["_id"], ticket=TicketFacts(**ticket), **snapshot)
+
+
+def retry_delay(attempts: int, rng: random.Random) -> float:
+    """Exponential backoff with jitter: half the capped delay fixed, half random, so senders spread out."""
+    ceiling = min(RETRY_CAP_SECONDS, RETRY_BASE_SECONDS * 2 ** min(max(attempts - 1, 0), 30))
+    return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+
+@dataclass(frozen=True)
+class DeliveryFailure:
+    error: str
+    permanent: bool
+    # The SMTP reply code, when the server gave one, and the exception's class: safe to log,
+    # unlike the reply text, which may quote the recipient's address.
+    code: int | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Next:
+    status: Status
+    next_attempt_at: datetime | None
+
+
+def after_failure(
+    failure: DeliveryFailure, attempts: int, created_at: datetime, now: datetime, rng: random.Random
+) -> Next:
+    if failure.permanent or now - created_at >= RETRY_WINDOW:
+        return Next(Status.FAILED, None)
+    return Next(Status.RETRYING, now + timedelta(seconds=retry_delay(attempts, rng)))

@@ -1,0 +1,37 @@
+"""Assembles the notifications service: settings, runtime, store, handlers, sender and routes."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from notifications.api import router
+from notifications.compose import Composer
+from notifications.handlers import Notifications
+from notifications.sender import Sender
+from notifications.settings import NotificationSettings
+from notifications.store import Store
+from plenary_kit import logs, web
+from plenary_kit.runtime import Runtime
+from plenary_kit.settings import ServiceSettings
+
+SERVICE = "notifications"
+PORT = 8003
+
+
+def create_app(settings: ServiceSettings | None = None) -> FastAPI:
+    config = NotificationSettings.from_shared(settings or NotificationSettings())
+    logs.configure(SERVICE)
+    runtime = Runtime(SERVICE, config)
+    store = Store(runtime.db)
+    runtime.on_prepare(store.prepare)
+    sender = Sender(runtime.client, store, runtime.outbox, Composer(config.mail_from), config)
+    runtime.subscribe(Notifications(store, on_enqueued=sender.nudge).subscriptions())
+    runtime.in_background(sender.run)
+    app = FastAPI(title="Plenary notifications", version="1.0.0", lifespan=runtime.lifespan)
+    app.state.runtime = runtime
+    app.state.store = store
+    app.state.sender = sender
+    app.state.admin_token = config.admin_token()
+    web.install(app, SERVICE, runtime.ready_checks)
+    app.include_router(router)
+    return app

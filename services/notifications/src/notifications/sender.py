@@ -1,0 +1,270 @@
+"""Delivers queued messages over SMTP: claim, send, then record the outcome with its event.
+
+A sender claims a due message with one conditional update that sets it to "sending"
+under a lease (domain.LEASE). Once the SMTP server has accepted the message, the
+"sent" mark and the `notification.sent` event are written in one transaction.
+Transient failures (4xx replies, refused connections, timeouts) put the message in
+"retrying" with its next attempt time in MongoDB, so retries survive restarts;
+permanent ones (5xx) mark it "failed" and emit `notification.failed`.
+
+The lease is the one narrow window where a delegate can get a message twice: if the
+process dies after the SMTP server accepted the message but before the "sent" mark
+commits, the message stays "sending" until its lease runs out and is then sent
+again. Redelivered events, replays and restarts otherwise leave exactly one email
+per idempotency key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from email.utils import parseaddr
+
+import aiosmtplib
+import structlog
+from prometheus_client import Counter, Histogram
+from pymongo import AsyncMongoClient
+from pymongo.errors import PyMongoError
+
+from notifications import domain
+from notifications.compose import Composer
+from notifications.domain import DeliveryFailure, Kind, MessageContent, Status
+from notifications.settings import NotificationSettings
+from notifications.store import Store
+from plenary_kit import events
+from plenary_kit.envelope import Envelope
+from plenary_kit.logs import get_logger
+from plenary_kit.mongo import Document, Session, in_transaction
+from plenary_kit.outbox import Outbox
+
+log = get_logger(__name__)
+
+SOURCE = "notifications"
+
+MESSAGES = Counter("plenary_notifications_total", "Delivery attempts by kind and outcome", ["kind", "outcome"])
+DELIVERY_SECONDS = Histogram(
+    "plenary_notification_delivery_seconds",
+    "Time from a message being queued to the SMTP server accepting it",
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600),
+)
+
+def classify(exc: BaseException) -> DeliveryFailure:
+    """Whether trying again later can help: SMTP 4xx and connection trouble can, 5xx and bad input cannot."""
+    reply: aiosmtplib.SMTPResponseException | None = None
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused) and exc.recipients:
+        reply = exc.recipients[0]
+    elif isinstance(exc, aiosmtplib.SMTPResponseException):
+        reply = exc
+    reason = type(exc).__name__
+    if reply is not None:
+        text = f"{reply.code} {reply.message}"[:300]
+        return DeliveryFailure(text, permanent=reply.code >= 500, code=reply.code, reason=reason)
+    # Refused connections, disconnects and timeouts (aiosmtplib's included) are all OSErrors.
+    return DeliveryFailure(f"{reason}: {exc}"[:300], permanent=not isinstance(exc, OSError), reason=reason)
+
+
+class Sender:
+    """The background loop that sends due messages, a few at a time."""
+
+    def __init__(
+        self,
+        client: AsyncMongoClient[Document],
+        store: Store,
+        outbox: Outbox,
+        composer: Composer,
+        settings: NotificationSettings,
+        *,
+        batch: int = 8,
+        poll_seconds: float = 0.2,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._client = client
+        self._store = store
+        self._outbox = outbox
+        self._composer = composer
+        self._settings = settings
+        self._batch = batch
+        self._poll = poll_seconds
+        self._rng = rng or random.Random()
+        self._envelope_from = parseaddr(settings.mail_from)[1]
+        self._wake = asyncio.Event()
+
+    def nudge(self) -> None:
+        """A message was queued: look now rather than at the next poll."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        backoff = 0.2
+        while True:
+            try:
+                worked = await self.send_due()
+                backoff = 0.2
+            except PyMongoError as exc:
+                log.warning("sender_waiting_for_database", error=type(exc).__name__, retry_in=backoff)
+                worked = True
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            except Exception as exc:
+                # A bug must not silence every later email; the message it hit is retried after its lease.
+                log.exception("sender_error", error=type(exc).__name__)
+                worked = True
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            if worked:
+                continue
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._poll)
+            except TimeoutError:
+                pass
+
+    async def send_due(self) -> bool:
+        """Claim and send one batch of due messages; False when none was due."""
+        # Cleared before looking, so a nudge that arrives while we look is not lost.
+        self._wake.clear()
+        claimed = await self._claim_batch()
+        outcomes = await asyncio.gather(*(self._deliver(message) for message in claimed), return_exceptions=True)
+        for message, outcome in zip(claimed, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                # That message stays "sending" until its lease runs out, then is tried again.
+                log.error("delivery_error", message_id=message["_id"], error=type(outcome).__name__, exc_info=outcome)
+        return bool(claimed)
+
+    async def _claim_batch(self) -> list[Document]:
+        claimed: list[Document] = []
+        while len(claimed) < self._batch:
+            now = datetime.now(UTC)
+            message = await self._store.claim_due(now, now + domain.LEASE, str(uuid.uuid4()))
+            if message is None:
+                break
+            claimed.append(message)
+        return claimed
+
+    async def _deliver(self, message: Document) -> None:
+        with structlog.contextvars.bound_contextvars(
+            correlation_id=message.get("correlation_id"),
+            causation_id=message.get("causation_id"),
+            message_id=message["_id"],
+            kind=message["kind"],
+            attempt=message["attempts"],
+        ):
+            try:
+                await self._send(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failure = classify(exc)
+                await self._settle(message, lambda: self._record_failure(message, failure))
+                return
+            await self._settle(message, lambda: self._record_sent(message))
+
+    async def _send(self, message: Document) -> None:
+        content = MessageContent.model_validate(message["content"])
+        email = self._composer.compose(
+            message["_id"],
+            Kind(message["kind"]),
+            content,
+            created_at=message["created_at"],
+            now=datetime.now(UTC),
+        )
+        await asyncio.wait_for(
+            aiosmtplib.send(
+                email,
+                hostname=self._settings.smtp_host,
+                port=self._settings.smtp_port,
+                sender=self._envelope_from,
+                recipients=[content.delegate.email],
+                start_tls=False,
+                timeout=self._settings.smtp_timeout_seconds,
+            ),
+            self._settings.smtp_timeout_seconds,
+        )
+
+    async def _settle(self, message: Document, record: Callable[[], Awaitable[None]]) -> None:
+        """Record an outcome, retrying through a database hiccup for as long as the claim lasts."""
+        lease_ends = message["next_attempt_at"]
+        backoff = 0.2
+        while True:
+            try:
+                await record()
+                return
+            except PyMongoError as exc:
+                if datetime.now(UTC) + timedelta(seconds=backoff) >= lease_ends:
+                    log.error("notification_outcome_unrecorded", error=type(exc).__name__)
+                    return
+                log.warning("notification_outcome_retry", error=type(exc).__name__, retry_in=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _record_sent(self, message: Document) -> None:
+        now = datetime.now(UTC)
+
+        async def work(session: Session) -> bool:
+            changes = {"sent_at": now, "last_error": None, "updated_at": now}
+            if not await self._store.settle(message["_id"], message["claim"], Status.SENT, changes, session):
+                return False
+            data = events.NotificationSent(
+                message_id=message["_id"], registration_id=message["registration_id"], kind=message["kind"], sent_at=now
+            )
+            await self._outbox.add(session, self._event(message, data))
+            return True
+
+        if not await in_transaction(self._client, work):
+            log.warning("notification_claim_lost")
+            return
+        self._outbox.nudge()
+        MESSAGES.labels(message["kind"], "sent").inc()
+        DELIVERY_SECONDS.observe((now - message["created_at"]).total_seconds())
+        log.info("notification_sent")
+
+    async def _record_failure(self, message: Document, failure: DeliveryFailure) -> None:
+        now = datetime.now(UTC)
+        next_step = domain.after_failure(failure, message["attempts"], message["created_at"], now, self._rng)
+        changes: Document = {"last_error": failure.error, "updated_at": now}
+        if next_step.status == Status.RETRYING:
+            changes["next_attempt_at"] = next_step.next_attempt_at
+            if not await self._store.settle(message["_id"], message["claim"], Status.RETRYING, changes):
+                log.warning("notification_claim_lost")
+                return
+            MESSAGES.labels(message["kind"], "retrying").inc()
+            log.warning(
+                "notification_retrying",
+                error=failure.reason,
+                smtp_status=failure.code,
+                retry_at=str(next_step.next_attempt_at),
+            )
+            return
+
+        async def work(session: Session) -> bool:
+            changes["failed_at"] = now
+            if not await self._store.settle(message["_id"], message["claim"], Status.FAILED, changes, session):
+                return False
+            data = events.NotificationFailed(
+                message_id=message["_id"],
+                registration_id=message["registration_id"],
+                kind=message["kind"],
+                error=failure.error,
+            )
+            await self._outbox.add(session, self._event(message, data))
+            return True
+
+        if not await in_transaction(self._client, work):
+            log.warning("notification_claim_lost")
+            return
+        self._outbox.nudge()
+        MESSAGES.labels(message["kind"], "failed").inc()
+        log.error(
+            "notification_failed", error=failure.reason, smtp_status=failure.code, permanent=failure.permanent
+        )
+
+    @staticmethod
+    def _event(message: Document, data: events.EventData) -> Envelope:
+        return Envelope.new(
+            data,
+            source=SOURCE,
+            subject=message["registration_id"],
+            correlation_id=message.get("correlation_id") or str(uuid.uuid4()),
+            causation_id=message.get("causation_id"),
+        )

