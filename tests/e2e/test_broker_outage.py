@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import httpx
@@ -23,13 +24,13 @@ async def test_registration_taken_while_broker_is_down_gets_ticket_and_email_whe
     async with httpx.AsyncClient(timeout=10.0) as http:
         event_id = await create_event(http, stack)
 
-        stack.broker.stop()
+        await asyncio.to_thread(stack.broker.stop)
         registration = await register(http, stack, event_id, address)
         ready = await http.get(f"{stack.config.url('registration')}/readyz")
         assert ready.status_code == 503
         assert "kafka" in ready.json()["down"]
 
-        stack.start_broker()
+        await asyncio.to_thread(stack.start_broker)
         ticket = await ticket_of(http, stack, registration, timeout=120)
         emails = await eventually(lambda: now(messages_to(stack, address)), timeout=120, what="confirmation email")
         assert len(emails) == 1

@@ -6,6 +6,7 @@ import asyncio
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from plenary_kit import topics
@@ -55,14 +56,6 @@ class Publisher:
             await self.reset()
             raise
 
-    async def reachable(self, timeout: float = 1.5) -> bool:
-        try:
-            producer = await asyncio.wait_for(self._ensure(), timeout)
-            return bool(await asyncio.wait_for(producer.client.fetch_all_metadata(), timeout))
-        except (KafkaError, TimeoutError, OSError):
-            await self.reset()
-            return False
-
     async def reset(self) -> None:
         async with self._lock:
             producer, self._producer = self._producer, None
@@ -94,3 +87,15 @@ async def ensure_topics(
             log.info("topics_created", topics=[t.name for t in missing])
     finally:
         await admin.close()
+
+
+async def reachable(bootstrap_servers: str, timeout: float = 1.5) -> bool:
+    """Whether a broker answers a metadata request; independent of any producer, so it never waits on one."""
+    client = AIOKafkaClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=int(timeout * 1000))
+    try:
+        await asyncio.wait_for(client.bootstrap(), timeout)
+        return True
+    except (KafkaError, OSError, TimeoutError):
+        return False
+    finally:
+        await client.close()

@@ -12,6 +12,7 @@ from pymongo.errors import PyMongoError
 from plenary_kit import topics
 from plenary_kit.consumer import Consumer, Handler
 from plenary_kit.kafka import Publisher, ensure_topics
+from plenary_kit.kafka import reachable as kafka_reachable
 from plenary_kit.logs import get_logger
 from plenary_kit.mongo import connect
 from plenary_kit.outbox import Outbox, Relay
@@ -70,7 +71,7 @@ class Runtime:
                 mongo_ok = True
             except (PyMongoError, TimeoutError):
                 mongo_ok = False
-        return {"mongodb": mongo_ok, "kafka": await self.publisher.reachable()}
+        return {"mongodb": mongo_ok, "kafka": await kafka_reachable(self.settings.kafka_bootstrap_servers)}
 
     async def _boot(self) -> None:
         backoff = 0.2
