@@ -67,13 +67,13 @@ def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStac
 def infrastructure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
     """Only the broker and document server, for tests that run service code in-process."""
     running = EmbeddedStack(_config(tmp_path_factory.mktemp("infrastructure")))
-    if running.embedded_documents:
-        running.start_documents()
-    if running.embedded_broker:
-        running.start_broker()
-    else:
-        running.create_topics()
     try:
+        if running.embedded_documents:
+            running.start_documents()
+        if running.embedded_broker:
+            running.start_broker()
+        else:
+            running.create_topics()
         yield running
     finally:
         running.stop()

@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
+from plenary_kit import logs
 from plenary_stack.demo import seed
 from plenary_stack.stack import SERVICES, EmbeddedStack, StackConfig
 
@@ -27,6 +28,7 @@ def _config() -> StackConfig:
 
 
 def up() -> int:
+    logs.configure("stack", level="WARNING")
     stack = EmbeddedStack(_config())
     stop = threading.Event()
 
