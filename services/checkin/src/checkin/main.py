@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from checkin.api import router
 from checkin.handlers import Devices, Projection, Scans
 from checkin.store import Store
-from plenary_kit import logs, web
+from plenary_kit import web
 from plenary_kit.runtime import Runtime
 from plenary_kit.settings import ServiceSettings
 
@@ -16,18 +16,12 @@ PORT = 8004
 
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
-    settings = settings or ServiceSettings()
-    logs.configure(SERVICE)
-    runtime = Runtime(SERVICE, settings)
+    runtime = Runtime(SERVICE, settings or ServiceSettings())
     store = Store(runtime.db)
     runtime.on_prepare(store.prepare)
     runtime.subscribe(Projection(store).handlers())
-    app = FastAPI(title="Plenary checkin", version="1.0.0", lifespan=runtime.lifespan)
-    app.state.runtime = runtime
+    app = web.service_app(runtime, "Plenary checkin", router)
     app.state.store = store
     app.state.scans = Scans(runtime.client, store, runtime.outbox)
     app.state.devices = Devices(store)
-    app.state.admin_token = settings.admin_token()
-    web.install(app, SERVICE, runtime.ready_checks)
-    app.include_router(router)
     return app

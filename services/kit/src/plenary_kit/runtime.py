@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from fastapi import FastAPI
 from pymongo.errors import PyMongoError
 
-from plenary_kit import topics
+from plenary_kit import logs, topics
 from plenary_kit.consumer import Consumer, Handler
 from plenary_kit.kafka import Publisher, ensure_topics
 from plenary_kit.kafka import reachable as kafka_reachable
@@ -25,6 +25,7 @@ class Runtime:
     def __init__(self, service: str, settings: ServiceSettings) -> None:
         self.service = service
         self.settings = settings
+        logs.configure(service)
         self.client = connect(settings.mongodb_uri)
         self.db = self.client[settings.database_name(service)]
         self.publisher = Publisher(settings.kafka_bootstrap_servers)
@@ -47,7 +48,7 @@ class Runtime:
 
     def subscribe(self, subscriptions: Mapping[str, Handler], group: str | None = None) -> Consumer:
         consumer = Consumer(
-            group or self.service,
+            (group or self.service) + self.settings.plenary_consumer_group_suffix,
             subscriptions,
             client=self.client,
             db=self.db,

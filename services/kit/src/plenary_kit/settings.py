@@ -24,6 +24,9 @@ class ServiceSettings(BaseSettings):
     plenary_db_prefix: str = "plenary"
     # Which parts this process runs; separate Deployments scale them independently.
     plenary_roles: str = "api,consumer,relay"
+    # Appended to consumer-group names, so separate deployments (or test runs) sharing one
+    # Kafka cluster each see every event instead of splitting partitions between them.
+    plenary_consumer_group_suffix: str = ""
     plenary_public_url: str | None = None
     plenary_host: str = "127.0.0.1"
     kafka_session_timeout_ms: int = 10000

@@ -5,18 +5,20 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
 
 import structlog
-from fastapi import FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Header, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from plenary_kit import metrics
+from plenary_kit.auth import require_admin
 from plenary_kit.errors import ApiError
 from plenary_kit.logs import get_logger
+from plenary_kit.runtime import Runtime
 
 log = get_logger(__name__)
 
@@ -118,3 +120,30 @@ def install(app: FastAPI, service: str, ready_checks: Callable[[], Awaitable[dic
     @app.get("/metrics", include_in_schema=False)
     async def prometheus() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def service_app(runtime: Runtime, title: str, router: APIRouter) -> FastAPI:
+    """The FastAPI app of one service: its routes, the shared plumbing, and the runtime's lifespan."""
+    app = FastAPI(title=title, version="1.0.0", lifespan=runtime.lifespan)
+    app.state.runtime = runtime
+    app.state.admin_token = runtime.settings.admin_token()
+    install(app, runtime.service, runtime.ready_checks)
+    app.include_router(router)
+    return app
+
+
+def get_admin_token(request: Request) -> str:
+    return request.app.state.admin_token  # type: ignore[no-any-return]
+
+
+AdminTokenDep = Annotated[str, Depends(get_admin_token)]
+Authorization = Annotated[str | None, Header()]
+ManageToken = Annotated[str | None, Header(alias="X-Manage-Token")]
+
+
+def organiser(admin_token: AdminTokenDep, authorization: Authorization = None) -> None:
+    """Organiser-only routes: 401 without a valid organiser token."""
+    require_admin(authorization, admin_token)
+
+
+OrganiserDep = Depends(organiser)

@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 
 from notifications.domain import Status
 from notifications.store import Store
-from plenary_kit.auth import require_admin
 from plenary_kit.mongo import Document
+from plenary_kit.web import OrganiserDep
 
 router = APIRouter(prefix="/api/v1")
 
@@ -19,20 +19,7 @@ def get_store(request: Request) -> Store:
     return request.app.state.store  # type: ignore[no-any-return]
 
 
-def get_admin_token(request: Request) -> str:
-    return request.app.state.admin_token  # type: ignore[no-any-return]
-
-
 StoreDep = Annotated[Store, Depends(get_store)]
-AdminTokenDep = Annotated[str, Depends(get_admin_token)]
-Authorization = Annotated[str | None, Header()]
-
-
-def organiser(admin_token: AdminTokenDep, authorization: Authorization = None) -> None:
-    require_admin(authorization, admin_token)
-
-
-OrganiserDep = Depends(organiser)
 
 
 def _iso(value: datetime | None) -> str | None:

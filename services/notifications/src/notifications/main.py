@@ -10,7 +10,7 @@ from notifications.handlers import Notifications
 from notifications.sender import Sender
 from notifications.settings import NotificationSettings
 from notifications.store import Store
-from plenary_kit import logs, web
+from plenary_kit import web
 from plenary_kit.runtime import Runtime
 from plenary_kit.settings import ServiceSettings
 
@@ -20,18 +20,13 @@ PORT = 8003
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     config = NotificationSettings.from_shared(settings or NotificationSettings())
-    logs.configure(SERVICE)
     runtime = Runtime(SERVICE, config)
     store = Store(runtime.db)
     runtime.on_prepare(store.prepare)
     sender = Sender(runtime.client, store, runtime.outbox, Composer(config.mail_from), config)
     runtime.subscribe(Notifications(store, on_enqueued=sender.nudge).subscriptions())
     runtime.in_background(sender.run)
-    app = FastAPI(title="Plenary notifications", version="1.0.0", lifespan=runtime.lifespan)
-    app.state.runtime = runtime
+    app = web.service_app(runtime, "Plenary notifications", router)
     app.state.store = store
     app.state.sender = sender
-    app.state.admin_token = config.admin_token()
-    web.install(app, SERVICE, runtime.ready_checks)
-    app.include_router(router)
     return app

@@ -10,9 +10,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import JSONResponse
 
-from plenary_kit.auth import bearer, hash_token, is_admin, require_admin
+from plenary_kit.auth import hash_token, is_admin
 from plenary_kit.errors import ApiError
 from plenary_kit.mongo import Document
+from plenary_kit.web import AdminTokenDep, Authorization, ManageToken, OrganiserDep
 from registration import domain
 from registration.domain import RegistrationRejected
 from registration.handlers import Registrations
@@ -29,22 +30,8 @@ def get_registrations(request: Request) -> Registrations:
     return request.app.state.registrations  # type: ignore[no-any-return]
 
 
-def get_admin_token(request: Request) -> str:
-    return request.app.state.admin_token  # type: ignore[no-any-return]
-
-
 StoreDep = Annotated[Store, Depends(get_store)]
 RegistrationsDep = Annotated[Registrations, Depends(get_registrations)]
-AdminTokenDep = Annotated[str, Depends(get_admin_token)]
-Authorization = Annotated[str | None, Header()]
-ManageToken = Annotated[str | None, Header(alias="X-Manage-Token")]
-
-
-def organiser(admin_token: AdminTokenDep, authorization: Authorization = None) -> None:
-    require_admin(authorization, admin_token)
-
-
-OrganiserDep = Depends(organiser)
 
 
 def _rejected(exc: RegistrationRejected) -> ApiError:
@@ -127,8 +114,6 @@ async def authorise_registration(
             return registration
         if await store.registration_by_token_hash(hash_token(manage_token)) is not None:
             raise ApiError(403, "forbidden", "This manage link belongs to another registration.")
-    if bearer(authorization) is not None:
-        raise ApiError(403, "forbidden", "This token may not read registrations.")
     raise ApiError(401, "unauthenticated", "A manage token or organiser token is required.")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from plenary_kit import logs, web
+from plenary_kit import web
 from plenary_kit.runtime import Runtime
 from plenary_kit.settings import ServiceSettings
 from registration.api import router
@@ -16,16 +16,10 @@ PORT = 8001
 
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
-    settings = settings or ServiceSettings()
-    logs.configure(SERVICE)
-    runtime = Runtime(SERVICE, settings)
+    runtime = Runtime(SERVICE, settings or ServiceSettings())
     store = Store(runtime.db)
     runtime.on_prepare(store.prepare)
-    app = FastAPI(title="Plenary registration", version="1.0.0", lifespan=runtime.lifespan)
-    app.state.runtime = runtime
+    app = web.service_app(runtime, "Plenary registration", router)
     app.state.store = store
     app.state.registrations = Registrations(runtime.client, store, runtime.outbox)
-    app.state.admin_token = settings.admin_token()
-    web.install(app, SERVICE, runtime.ready_checks)
-    app.include_router(router)
     return app

@@ -6,12 +6,13 @@ import asyncio
 import hmac
 from typing import Annotated, Any, Final
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from plenary_kit import qr
-from plenary_kit.auth import bearer, hash_token, is_admin
+from plenary_kit.auth import hash_token, is_admin
 from plenary_kit.errors import ApiError
 from plenary_kit.mongo import Document
+from plenary_kit.web import AdminTokenDep, Authorization, ManageToken
 from ticketing import domain
 from ticketing.store import Store
 
@@ -25,14 +26,7 @@ def get_store(request: Request) -> Store:
     return request.app.state.store  # type: ignore[no-any-return]
 
 
-def get_admin_token(request: Request) -> str:
-    return request.app.state.admin_token  # type: ignore[no-any-return]
-
-
 StoreDep = Annotated[Store, Depends(get_store)]
-AdminTokenDep = Annotated[str, Depends(get_admin_token)]
-Authorization = Annotated[str | None, Header()]
-ManageToken = Annotated[str | None, Header(alias="X-Manage-Token")]
 QrBox = Annotated[int, Query(ge=domain.MIN_QR_BOX, le=domain.MAX_QR_BOX, description="pixels per QR module")]
 
 
@@ -81,8 +75,6 @@ async def authorise_ticket(
             raise ApiError(403, "forbidden", "This manage link belongs to another registration.")
         if ticket is None:
             return
-    if bearer(authorization) is not None:
-        raise ApiError(403, "forbidden", "This token may not read tickets.")
     raise ApiError(401, "unauthenticated", "A manage token or organiser token is required.")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from plenary_kit import logs, web
+from plenary_kit import web
 from plenary_kit.runtime import Runtime
 from plenary_kit.settings import ServiceSettings
 from ticketing.api import router
@@ -16,9 +16,7 @@ PORT = 8002
 
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
-    settings = settings or ServiceSettings()
-    logs.configure(SERVICE)
-    runtime = Runtime(SERVICE, settings)
+    runtime = Runtime(SERVICE, settings or ServiceSettings())
     store = Store(runtime.db)
     runtime.on_prepare(store.prepare)
     tickets = Tickets(store, runtime.outbox)
@@ -29,11 +27,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             "registration.cancelled": tickets.revoke,
         }
     )
-    app = FastAPI(title="Plenary ticketing", version="1.0.0", lifespan=runtime.lifespan)
-    app.state.runtime = runtime
+    app = web.service_app(runtime, "Plenary ticketing", router)
     app.state.store = store
     app.state.tickets = tickets
-    app.state.admin_token = settings.admin_token()
-    web.install(app, SERVICE, runtime.ready_checks)
-    app.include_router(router)
     return app
