@@ -12,6 +12,15 @@ class _Data(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
 
+class SessionSummary(_Data):
+    """A workshop or session of the event, with its own time and room."""
+
+    code: str
+    title: str
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime
+
+
 class EventSummary(_Data):
     """What downstream services need to know about the conference itself."""
 
@@ -22,6 +31,8 @@ class EventSummary(_Data):
     starts_at: AwareDatetime
     ends_at: AwareDatetime
     timezone: str
+    organiser_contact: str | None = None
+    sessions: list[SessionSummary] = Field(default_factory=list)
 
 
 class Delegate(_Data):
@@ -29,6 +40,9 @@ class Delegate(_Data):
     email: str
     organisation: str
     role: str
+    # For attendance by phase and local authority; None where the delegate did not say.
+    phase: str | None = None
+    local_authority: str | None = None
 
 
 class _RegistrationSnapshot(_Data):
@@ -39,6 +53,8 @@ class _RegistrationSnapshot(_Data):
     sessions: list[str] = Field(default_factory=list)
     # sha256 hex of the delegate's manage token (never the token), so ticketing can check it.
     manage_token_hash: str | None = None
+    # The manage token sealed for the notifications service (plenary_kit.sealing), for the emailed link.
+    manage_token_sealed: str | None = None
 
 
 class RegistrationConfirmed(_RegistrationSnapshot):
@@ -53,11 +69,44 @@ class RegistrationPromoted(_RegistrationSnapshot):
     pass
 
 
+class RegistrationUpdated(_RegistrationSnapshot):
+    """The delegate or an organiser changed details, ticket type or workshop choices."""
+
+    status: Literal["confirmed", "waitlisted"]
+
+
+class RegistrationOffered(_RegistrationSnapshot):
+    """A place freed up for a waiting delegate, held until they accept or the offer expires."""
+
+    offer_expires_at: AwareDatetime
+
+
+class RegistrationOfferExpired(_Data):
+    registration_id: str
+    event: EventSummary
+    delegate: Delegate
+
+
 class RegistrationCancelled(_Data):
     registration_id: str
     event: EventSummary
     delegate: Delegate
     previous_status: Literal["confirmed", "waitlisted"]
+    reason: Literal["cancelled", "offer_expired", "erased"] = "cancelled"
+
+
+class RegistrationResendRequested(_Data):
+    """The delegate asked for their ticket email again."""
+
+    registration_id: str
+    event_id: str
+
+
+class RegistrationErased(_Data):
+    """An organiser erased the delegate: every service deletes or anonymises their personal data."""
+
+    registration_id: str
+    event_id: str
 
 
 class TicketIssued(_Data):
@@ -119,6 +168,11 @@ EventData = (
     | RegistrationWaitlisted
     | RegistrationPromoted
     | RegistrationCancelled
+    | RegistrationUpdated
+    | RegistrationOffered
+    | RegistrationOfferExpired
+    | RegistrationResendRequested
+    | RegistrationErased
     | TicketIssued
     | TicketRevoked
     | NotificationSent
@@ -133,6 +187,11 @@ MODELS: Final[dict[str, type[EventData]]] = {
     "registration.waitlisted": RegistrationWaitlisted,
     "registration.promoted": RegistrationPromoted,
     "registration.cancelled": RegistrationCancelled,
+    "registration.updated": RegistrationUpdated,
+    "registration.offered": RegistrationOffered,
+    "registration.offer_expired": RegistrationOfferExpired,
+    "registration.resend_requested": RegistrationResendRequested,
+    "registration.erased": RegistrationErased,
     "ticket.issued": TicketIssued,
     "ticket.revoked": TicketRevoked,
     "notification.sent": NotificationSent,

