@@ -81,12 +81,6 @@ class RegistrationOffered(_RegistrationSnapshot):
     offer_expires_at: AwareDatetime
 
 
-class RegistrationOfferExpired(_Data):
-    registration_id: str
-    event: EventSummary
-    delegate: Delegate
-
-
 class RegistrationCancelled(_Data):
     registration_id: str
     event: EventSummary
@@ -170,7 +164,6 @@ EventData = (
     | RegistrationCancelled
     | RegistrationUpdated
     | RegistrationOffered
-    | RegistrationOfferExpired
     | RegistrationResendRequested
     | RegistrationErased
     | TicketIssued
@@ -189,7 +182,6 @@ MODELS: Final[dict[str, type[EventData]]] = {
     "registration.cancelled": RegistrationCancelled,
     "registration.updated": RegistrationUpdated,
     "registration.offered": RegistrationOffered,
-    "registration.offer_expired": RegistrationOfferExpired,
     "registration.resend_requested": RegistrationResendRequested,
     "registration.erased": RegistrationErased,
     "ticket.issued": TicketIssued,
