@@ -48,6 +48,10 @@ def test_each_service_has_api_and_relay_and_consumers_where_it_consumes() -> Non
     assert set(DEPLOYMENTS) == expected
 
 
+# Background loops (offer expiry and import resumption; the mail sender) run with the worker role.
+ROLES = {"registration-relay": "relay,worker", "notifications-consumer": "consumer,worker"}
+
+
 @pytest.mark.parametrize("name", sorted(DEPLOYMENTS))
 def test_deployment_runs_its_role_with_probes_resources_and_matching_selector(name: str) -> None:
     deployment = DEPLOYMENTS[name]
@@ -59,7 +63,7 @@ def test_deployment_runs_its_role_with_probes_resources_and_matching_selector(na
     assert labels["app.kubernetes.io/component"] == role
 
     main = container(deployment)
-    assert {"name": "PLENARY_ROLES", "value": role} in main["env"]
+    assert {"name": "PLENARY_ROLES", "value": ROLES.get(name, role)} in main["env"]
     assert main["ports"] == [{"name": "http", "containerPort": PORTS[service]}]
     assert main["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert main["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}

@@ -43,7 +43,7 @@ class Runtime:
         self._prepare_steps.append(step)
 
     def in_background(self, loop: Callable[[], Awaitable[None]]) -> None:
-        """A worker loop that runs with the consumer role (e.g. a mail sender)."""
+        """A loop that runs with the worker role (a mail sender, an offer expiry sweep)."""
         self._background.append(loop)
 
     def subscribe(self, subscriptions: Mapping[str, Handler], group: str | None = None) -> Consumer:
@@ -94,6 +94,7 @@ class Runtime:
         if "consumer" in roles:
             for consumer in self.consumers:
                 self._spawn(consumer.run())
+        if "worker" in roles:
             for loop in self._background:
                 self._spawn(loop())
         log.info("service_started", roles=sorted(roles))

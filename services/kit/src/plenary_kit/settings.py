@@ -26,7 +26,7 @@ class ServiceSettings(BaseSettings):
     # Database names are "<prefix>_<service>", so one test run can share a real server safely.
     plenary_db_prefix: str = "plenary"
     # Which parts this process runs; separate Deployments scale them independently.
-    plenary_roles: str = "api,consumer,relay"
+    plenary_roles: str = "api,consumer,relay,worker"
     # Appended to consumer-group names, so separate deployments (or test runs) sharing one
     # Kafka cluster each see every event instead of splitting partitions between them.
     plenary_consumer_group_suffix: str = ""
