@@ -90,6 +90,28 @@ class Box:
         )
         return Envelope.new(data, source="registration", subject=registration_id, correlation_id=str(uuid.uuid4()))
 
+    def updated(
+        self,
+        registration_id: str,
+        delegate: events.Delegate,
+        ticket_type: str = "delegate",
+        sessions: Sequence[str] = (),
+        status: str = "confirmed",
+    ) -> Envelope:
+        data = events.RegistrationUpdated(
+            registration_id=registration_id,
+            event=self.summary,
+            delegate=delegate,
+            ticket_type=ticket_type,
+            sessions=list(sessions),
+            status=status,  # type: ignore[arg-type]
+        )
+        return Envelope.new(data, source="registration", subject=registration_id, correlation_id=str(uuid.uuid4()))
+
+    def erased(self, registration_id: str) -> Envelope:
+        data = events.RegistrationErased(registration_id=registration_id, event_id=self.event_id)
+        return Envelope.new(data, source="registration", subject=registration_id, correlation_id=str(uuid.uuid4()))
+
     def code(self, ticket_id: str, ticket_type: str = "delegate") -> str:
         return ticketcode.encode(self.event_id, ticket_id, ticket_type, self.key)
 
@@ -106,9 +128,9 @@ class Box:
         )
         return Envelope.new(data, source="ticketing", subject=registration_id, correlation_id=str(uuid.uuid4()))
 
-    def revoked(self, ticket_id: str, registration_id: str) -> Envelope:
+    def revoked(self, ticket_id: str, registration_id: str, reason: str = "cancelled") -> Envelope:
         data = events.TicketRevoked(
-            ticket_id=ticket_id, registration_id=registration_id, event_id=self.event_id, reason="cancelled"
+            ticket_id=ticket_id, registration_id=registration_id, event_id=self.event_id, reason=reason
         )
         return Envelope.new(data, source="ticketing", subject=registration_id, correlation_id=str(uuid.uuid4()))
 
@@ -501,3 +523,81 @@ async def test_every_scan_is_published_as_an_attendance_event(checkin: Checkin, 
     assert envelope.data["scan_id"] == reply["scan_id"]
     assert envelope.data["ticket_id"] == ticket.ticket_id
     assert envelope.source == "checkin"
+
+
+async def test_updated_registration_is_admitted_with_its_new_details_and_reissued_ticket(checkin: Checkin) -> None:
+    box = Box()
+    ticket = await checkin.delegate(box, "Grace Okafor")
+    renamed = events.Delegate(
+        name="Grace Okafor-Hughes", email="g.okafor@wirral-high.example", organisation="Wirral High School",
+        role="deputy headteacher", phase="secondary", local_authority="Wirral",
+    )
+    new_ticket_id = str(uuid.uuid4())
+
+    await checkin.publish(
+        box.updated(ticket.registration_id, renamed, "speaker", ["ws-inclusion"]),
+        box.revoked(ticket.ticket_id, ticket.registration_id, reason="reissued"),
+        box.issued(new_ticket_id, ticket.registration_id, "speaker"),
+    )
+    stored = await wait_for(
+        lambda: checkin.store.registrations.find_one({"_id": ticket.registration_id, "name": renamed.name})
+    )
+    await wait_for(lambda: checkin.store.tickets.find_one({"_id": ticket.ticket_id, "revoked_at": {"$ne": None}}))
+    await checkin.projected(new_ticket_id, ticket.registration_id)
+
+    assert (stored["phase"], stored["local_authority"]) == ("secondary", "Wirral")
+    assert (stored["ticket_type"], stored["sessions"]) == ("speaker", ["ws-inclusion"])
+    assert (stored["organisation"], stored["role"]) == ("Wirral High School", "deputy headteacher")
+    old = await checkin.verdict(box.event_id, ticket.code)
+    assert (old["verdict"], old["attendee"]["name"]) == ("revoked", "Grace Okafor-Hughes")
+    new = await checkin.verdict(box.event_id, box.code(new_ticket_id, "speaker"))
+    assert new["verdict"] == "admitted"
+    assert new["attendee"] == {"name": "Grace Okafor-Hughes", "ticket_type": "speaker"}
+    figures = await checkin.attendance(box.event_id)
+    assert (figures["registered"], figures["admitted"], figures["by_ticket_type"]) == (1, 1, {"speaker": 1})
+
+
+async def test_update_of_a_waiting_delegate_adds_nobody_to_the_door_list(checkin: Checkin) -> None:
+    box = Box()
+    registration_id = str(uuid.uuid4())
+    waiting = events.Delegate(name="Waiting Delegate", email="w@school.example", organisation="Halton", role="teacher")
+    update = box.updated(registration_id, waiting, status="waitlisted")
+    marker = box.confirmed(str(uuid.uuid4()), "Published After")
+
+    await checkin.publish(update)
+    await checkin.publish(marker)
+    # Both are on the registration topic; once the group is past them, both have been handled.
+    await checkin.caught_up(GROUP, [topics.REGISTRATION])
+
+    assert await checkin.store.registrations.find_one({"_id": registration_id}) is None
+    assert (await checkin.attendance(box.event_id))["registered"] == 1
+
+
+async def test_erased_delegate_is_anonymised_at_the_door_and_still_counted(checkin: Checkin) -> None:
+    box = Box()
+    ticket = await checkin.delegate(box, "Ada Ní Bhriain")
+    nonce = "erasure-" + uuid.uuid4().hex
+    first = await checkin.verdict(box.event_id, ticket.code, gate="North", nonce=nonce)
+    assert first["attendee"]["name"] == "Ada Ní Bhriain"
+    before = await checkin.attendance(box.event_id)
+
+    await checkin.publish(box.erased(ticket.registration_id))
+    await wait_for(
+        lambda: checkin.store.registrations.find_one({"_id": ticket.registration_id, "erased_at": {"$ne": None}})
+    )
+    # A late copy of an earlier event brings nothing back.
+    await checkin.publish(box.confirmed(ticket.registration_id, "Ada Ní Bhriain"))
+    await checkin.caught_up(GROUP, [topics.REGISTRATION])
+
+    stored = await checkin.store.registrations.find_one({"_id": ticket.registration_id})
+    assert stored is not None
+    assert stored["name"] == "Erased delegate"
+    assert "organisation" not in stored and "role" not in stored
+    assert (stored["counted"], stored["ticket_type"]) == (True, "delegate")
+    assert "Ada Ní Bhriain" not in str(await checkin.store.scans.find({"ticket_id": ticket.ticket_id}).to_list(None))
+    assert await checkin.attendance(box.event_id) == before
+    again = await checkin.verdict(box.event_id, ticket.code, gate="North", nonce=nonce)
+    assert again["attendee"]["name"] == "Erased delegate"
+    later = await checkin.verdict(box.event_id, ticket.code, gate="South")
+    assert later["verdict"] == "already_admitted"
+    assert later["attendee"] == {"name": "Erased delegate", "ticket_type": "delegate"}

@@ -20,15 +20,17 @@ from aiokafka.structs import RecordMetadata
 from PIL import Image
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
 from plenary_kit import events, ticketcode, topics
 from plenary_kit.auth import hash_token, new_token
 from plenary_kit.envelope import Envelope
-from plenary_kit.mongo import Document, Session, in_transaction
+from plenary_kit.mongo import Document, Session, connect, in_transaction
 from plenary_kit.settings import ServiceSettings
 from plenary_stack.stack import EmbeddedStack
 from ticketing.handlers import Tickets
 from ticketing.main import SERVICE, create_app
+from ticketing.store import Store
 
 ADMIN_TOKEN = "test-admin"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -162,13 +164,32 @@ def promoted(delegate: Delegate) -> Envelope:
     return _envelope(data, delegate)
 
 
-def cancelled(delegate: Delegate, previous_status: str = "confirmed") -> Envelope:
+def cancelled(delegate: Delegate, previous_status: str = "confirmed", reason: str = "cancelled") -> Envelope:
     data = events.RegistrationCancelled(
         registration_id=delegate.registration_id,
         event=delegate.event,
         delegate=_person(),
         previous_status=previous_status,  # type: ignore[arg-type]
+        reason=reason,  # type: ignore[arg-type]
     )
+    return _envelope(data, delegate)
+
+
+def updated(delegate: Delegate, ticket_type: str, sessions: Sequence[str] = ()) -> Envelope:
+    data = events.RegistrationUpdated(
+        registration_id=delegate.registration_id,
+        event=delegate.event,
+        delegate=_person(),
+        ticket_type=ticket_type,
+        sessions=list(sessions),
+        manage_token_hash=hash_token(delegate.manage_token),
+        status="confirmed",
+    )
+    return _envelope(data, delegate)
+
+
+def erased(delegate: Delegate) -> Envelope:
+    data = events.RegistrationErased(registration_id=delegate.registration_id, event_id=delegate.event.id)
     return _envelope(data, delegate)
 
 
@@ -431,3 +452,112 @@ async def test_service_reports_ready_with_its_database_and_broker(ticketing: Tic
     await eventually(ready, what="/readyz answering 200")
     assert (await ticketing.http.get("/healthz")).json() == {"status": "ok", "service": "ticketing"}
 
+
+
+async def test_changed_ticket_type_replaces_the_ticket_with_one_the_door_reads_as_the_new_type(
+    ticketing: Ticketing,
+) -> None:
+    delegate = a_delegate()
+    await publish(ticketing, confirmed(delegate))
+    first = await ticket_of(ticketing, delegate)
+    change = updated(delegate, "speaker")
+
+    await until_consumed(ticketing, await publish(ticketing, change))
+    await until_consumed(ticketing, await publish(ticketing, change))
+
+    current = await ticket_of(ticketing, delegate)
+    assert current["ticket_id"] != first["ticket_id"]
+    assert (current["status"], current["ticket_type"]) == ("valid", "speaker")
+    code = ticketcode.decode(str(current["code"]))
+    assert (code.ticket_id, code.ticket_type) == (current["ticket_id"], "speaker")
+    old = await ticketing.db["tickets"].find_one({"_id": first["ticket_id"]})
+    assert old is not None and (old["status"], old["reason"]) == ("revoked", "reissued")
+    stored = await ticketing.db["tickets"].find({"registration_id": delegate.registration_id}).to_list(None)
+    assert sorted(t["status"] for t in stored) == ["revoked", "valid"]
+    qr = await ticketing.http.get(f"/api/v1/tickets/{current['ticket_id']}/qr.png", headers=delegate.headers)
+    assert qr.status_code == 200
+
+    on_topic = await read_envelopes(
+        ticketing.bootstrap, topics.TICKETING,
+        lambda seen: sum(map(_about(delegate, "ticket.issued"), seen)) == 2
+        and any(map(_about(delegate, "ticket.revoked"), seen)),
+    )
+    [revoked] = [e.payload() for e in on_topic if _about(delegate, "ticket.revoked")(e)]
+    assert isinstance(revoked, events.TicketRevoked)
+    assert (revoked.ticket_id, revoked.reason) == (first["ticket_id"], "reissued")
+    [reissued] = [e for e in on_topic if _about(delegate, "ticket.issued")(e) and e.causationid == change.id]
+    data = reissued.payload()
+    assert isinstance(data, events.TicketIssued)
+    assert (data.ticket_id, data.ticket_type, data.code) == (current["ticket_id"], "speaker", current["code"])
+
+
+async def test_update_that_keeps_the_ticket_type_keeps_the_ticket(ticketing: Ticketing) -> None:
+    delegate = a_delegate()
+    await publish(ticketing, confirmed(delegate, ticket_type="guest"))
+    ticket = await ticket_of(ticketing, delegate)
+
+    await until_consumed(ticketing, await publish(ticketing, updated(delegate, "guest", ["workshop-b"])))
+
+    assert await ticket_of(ticketing, delegate) == ticket
+    assert await ticketing.db["tickets"].count_documents({"registration_id": delegate.registration_id}) == 1
+    assert await ticketing.db["outbox"].count_documents({"key": delegate.registration_id}) == 1
+
+
+async def test_erased_registration_has_its_ticket_revoked_and_its_manage_link_forgotten(ticketing: Ticketing) -> None:
+    delegate = a_delegate()
+    await publish(ticketing, confirmed(delegate))
+    ticket = await ticket_of(ticketing, delegate)
+    erase = erased(delegate)
+
+    await until_consumed(ticketing, await publish(ticketing, erase))
+    await until_consumed(ticketing, await publish(ticketing, promoted(delegate)))
+
+    url = f"/api/v1/registrations/{delegate.registration_id}/ticket"
+    by_organiser = await ticketing.http.get(url, headers=ADMIN)
+    assert (by_organiser.json()["ticket_id"], by_organiser.json()["status"]) == (ticket["ticket_id"], "revoked")
+    by_old_link = await ticketing.http.get(url, headers=delegate.headers)
+    assert (by_old_link.status_code, by_old_link.json()["code"]) == (401, "unauthenticated")
+    stored = await ticketing.db["tickets"].find({"registration_id": delegate.registration_id}).to_list(None)
+    assert [(t["status"], t["reason"], "manage_token_hash" in t) for t in stored] == [("revoked", "erased", False)]
+
+    on_topic = await read_envelopes(
+        ticketing.bootstrap, topics.TICKETING, lambda seen: any(map(_about(delegate, "ticket.revoked"), seen))
+    )
+    [revoked] = [e for e in on_topic if _about(delegate, "ticket.revoked")(e)]
+    assert (revoked.data["reason"], revoked.causationid) == ("erased", erase.id)
+
+
+@pytest.mark.parametrize(("reason", "revocation"), [("erased", "erased"), ("offer_expired", "cancelled")])
+async def test_cancellation_for_any_reason_revokes_the_ticket(
+    ticketing: Ticketing, reason: str, revocation: str
+) -> None:
+    delegate = a_delegate()
+    await publish(ticketing, confirmed(delegate))
+    ticket = await ticket_of(ticketing, delegate)
+
+    await until_consumed(ticketing, await publish(ticketing, cancelled(delegate, reason=reason)))
+
+    stored = await ticketing.db["tickets"].find_one({"_id": ticket["ticket_id"]})
+    assert stored is not None and (stored["status"], stored["reason"]) == ("revoked", revocation)
+
+
+async def test_database_from_before_reissue_keeps_one_valid_ticket_per_registration(
+    infrastructure: EmbeddedStack,
+) -> None:
+    client = connect(infrastructure.config.mongo)
+    try:
+        store = Store(client[f"{DB_PREFIX}_migration_{uuid.uuid4().hex[:6]}"])
+        await store.tickets.create_index("registration_id", unique=True)
+
+        await store.prepare()
+        await store.prepare()
+
+        indexes = await store.tickets.index_information()
+        assert not indexes["registration_id_1"].get("unique")
+        assert indexes["one_valid_ticket_per_registration"]["unique"]
+        await store.tickets.insert_one({"registration_id": "r1", "status": "revoked"})
+        await store.tickets.insert_one({"registration_id": "r1", "status": "valid"})
+        with pytest.raises(DuplicateKeyError):
+            await store.tickets.insert_one({"registration_id": "r1", "status": "valid"})
+    finally:
+        await client.close()

@@ -209,3 +209,24 @@ def test_public_key_must_match_its_key_id() -> None:
         domain.public_key_bytes(encoded, "00000000")
     with pytest.raises(ValueError):
         domain.public_key_bytes("not base64!", key_id)
+
+
+def test_projection_keeps_phase_and_local_authority_for_attendance_breakdowns() -> None:
+    delegate = events.Delegate(
+        name="Zoë O'Neill", email="zoe@st-helens.example", organisation="St Helens Nursery School",
+        role="early years lead", phase="early years", local_authority="St Helens",
+    )
+
+    assert domain.delegate_fields(delegate, erased=False) == {
+        "name": "Zoë O'Neill",
+        "organisation": "St Helens Nursery School",
+        "role": "early years lead",
+        "phase": "early years",
+        "local_authority": "St Helens",
+    }
+
+
+def test_erased_delegate_gets_nothing_written_back() -> None:
+    delegate = events.Delegate(name="Zoë O'Neill", email="zoe@school.example", organisation="Halton", role="SENCO")
+
+    assert domain.delegate_fields(delegate, erased=True) == {}

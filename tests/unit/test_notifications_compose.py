@@ -8,13 +8,14 @@ import io
 import uuid
 from datetime import UTC, datetime
 from email.message import EmailMessage
+from typing import Any
 
 import pytest
 import zxingcpp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from PIL import Image
 
-from notifications.compose import Composer, when
+from notifications.compose import Composer, deadline, session_times, when
 from notifications.domain import Kind, MessageContent, TicketFacts, message_key
 from plenary_kit import events, ticketcode
 
@@ -130,7 +131,7 @@ def test_the_same_message_key_always_gets_the_same_message_id() -> None:
     ],
 )
 def test_short_messages_say_what_happened_without_attachments(
-    kind: Kind, extra: dict[str, object], phrase: str
+    kind: Kind, extra: dict[str, Any], phrase: str
 ) -> None:
     content = MessageContent(registration_id=REGISTRATION_ID, delegate=DELEGATE, event=EVENT, **extra)
     message = compose(kind, content)
@@ -164,3 +165,158 @@ def test_html_escapes_delegate_names() -> None:
     html = message.get_body(preferencelist=("html",))
     assert html is not None
     assert "O&#39;Neill &lt;b&gt;" in html.get_content()
+
+
+MANAGE_URL = f"https://register.plenary.example/manage/{REGISTRATION_ID}?token=Zm9vYmFy-_x"
+OFFER_EXPIRES = datetime(2026, 3, 5, 17, 0, tzinfo=UTC)
+WORKSHOPS = EVENT.model_copy(
+    update={
+        "organiser_contact": "leadership-centre@university.example",
+        "sessions": [
+            events.SessionSummary(
+                code="ws-inclusion",
+                title="Leading inclusive schools",
+                starts_at=datetime(2026, 3, 12, 11, 0, tzinfo=UTC),
+                ends_at=datetime(2026, 3, 12, 12, 15, tzinfo=UTC),
+            ),
+            events.SessionSummary(
+                code="ws-wellbeing",
+                title="Staff wellbeing in hard times",
+                starts_at=datetime(2026, 3, 12, 13, 30, tzinfo=UTC),
+                ends_at=datetime(2026, 3, 12, 14, 30, tzinfo=UTC),
+            ),
+        ],
+    }
+)
+EXTRAS: dict[Kind, dict[str, Any]] = {
+    Kind.CONFIRMATION: {"ticket": TicketFacts(ticket_id=TICKET_ID, code=CODE), "ticket_type": "delegate"},
+    Kind.WAITLISTED: {"waitlist_position": 2},
+    Kind.PROMOTED: {},
+    Kind.OFFERED: {"offer_expires_at": OFFER_EXPIRES},
+    Kind.CANCELLED: {"previous_status": "confirmed"},
+    Kind.OFFER_EXPIRED: {"previous_status": "waitlisted", "offer_expires_at": OFFER_EXPIRES},
+}
+
+
+def texts(message: EmailMessage) -> tuple[str, str]:
+    plain = message.get_body(preferencelist=("plain",))
+    html = message.get_body(preferencelist=("html",))
+    assert plain is not None and html is not None
+    return plain.get_content(), html.get_content()
+
+
+def composed(kind: Kind, event: events.EventSummary = EVENT, **fields: Any) -> tuple[EmailMessage, str, str]:
+    content = MessageContent(registration_id=REGISTRATION_ID, delegate=DELEGATE, event=event, **EXTRAS[kind], **fields)
+    message = compose(kind, content)
+    return message, *texts(message)
+
+
+@pytest.mark.parametrize("kind", list(Kind))
+def test_every_email_links_to_the_delegates_manage_page(kind: Kind) -> None:
+    _, plain, html = composed(kind, manage_url=MANAGE_URL)
+
+    assert MANAGE_URL in plain
+    assert f'href="{MANAGE_URL}"' in html
+    assert "first email" not in plain
+
+
+@pytest.mark.parametrize("kind", list(Kind))
+def test_without_a_manage_link_the_email_points_to_the_first_one(kind: Kind) -> None:
+    _, plain, html = composed(kind)
+
+    for text in (plain, html):
+        assert "use the link in your first email" in text
+        assert "/manage/" not in text
+
+
+def test_manage_link_is_escaped_in_html() -> None:
+    _, plain, html = composed(Kind.PROMOTED, manage_url=MANAGE_URL + "&lang=cy")
+
+    assert MANAGE_URL + "&lang=cy" in plain
+    assert f'href="{MANAGE_URL}&amp;lang=cy"' in html
+
+
+def test_organiser_contact_is_in_the_footer_only_when_the_event_has_one() -> None:
+    _, plain, html = composed(Kind.WAITLISTED, WORKSHOPS)
+    _, without_plain, without_html = composed(Kind.WAITLISTED)
+
+    assert "Questions? Contact leadership-centre@university.example." in plain
+    assert "Questions? Contact leadership-centre@university.example." in html
+    assert "Questions?" not in without_plain + without_html
+
+
+def test_sessions_are_shown_by_title_and_local_time_not_by_code() -> None:
+    _, plain, html = composed(Kind.CONFIRMATION, WORKSHOPS, sessions=["ws-wellbeing", "ws-inclusion"])
+
+    listed = "Sessions:\n- Staff wellbeing in hard times (13:30–14:30)\n- Leading inclusive schools (11:00–12:15)\n"
+    assert listed in plain
+    assert "Staff wellbeing in hard times (13:30–14:30)<br>Leading inclusive schools (11:00–12:15)" in html
+    assert "ws-wellbeing" not in plain + html
+
+
+def test_sessions_of_an_event_over_several_days_name_their_day() -> None:
+    programme = WORKSHOPS.model_copy(update={"ends_at": datetime(2026, 6, 30, 16, 0, tzinfo=UTC)})
+    summer_session = events.SessionSummary(
+        code="module-3",
+        title="Stepping up to senior leadership: module 3",
+        starts_at=datetime(2026, 5, 14, 8, 0, tzinfo=UTC),
+        ends_at=datetime(2026, 5, 14, 15, 0, tzinfo=UTC),
+    )
+    programme = programme.model_copy(update={"sessions": [*programme.sessions, summer_session]})
+
+    assert session_times(programme, ["ws-inclusion", "module-3", "withdrawn"]) == [
+        "Leading inclusive schools (Thursday 12 March 2026, 11:00–12:15)",
+        "Stepping up to senior leadership: module 3 (Thursday 14 May 2026, 09:00–16:00)",
+        "withdrawn",
+    ]
+
+
+def test_cancellation_lists_no_sessions() -> None:
+    _, plain, html = composed(Kind.CANCELLED, WORKSHOPS, sessions=["ws-inclusion"])
+
+    assert "Leading inclusive schools" not in plain + html
+
+
+@pytest.mark.parametrize(
+    ("moment", "zone", "text"),
+    [
+        (datetime(2026, 3, 5, 17, 0, tzinfo=UTC), "Europe/London", "Thursday 5 March 2026 at 17:00 (GMT)"),
+        (datetime(2026, 6, 11, 16, 0, tzinfo=UTC), "Europe/London", "Thursday 11 June 2026 at 17:00 (BST)"),
+        (datetime(2026, 3, 28, 23, 30, tzinfo=UTC), "Europe/Dublin", "Saturday 28 March 2026 at 23:30 (GMT)"),
+        (datetime(2026, 3, 29, 23, 30, tzinfo=UTC), "Europe/Dublin", "Monday 30 March 2026 at 00:30 (IST)"),
+        (datetime(2026, 3, 5, 17, 0, tzinfo=UTC), "Not/AZone", "Thursday 5 March 2026 at 17:00 (UTC)"),
+    ],
+)
+def test_offer_deadline_is_given_in_the_events_timezone(moment: datetime, zone: str, text: str) -> None:
+    assert deadline(moment, zone) == text
+
+
+def test_offer_asks_the_delegate_to_confirm_by_the_deadline_on_the_manage_page() -> None:
+    message, plain, html = composed(Kind.OFFERED, manage_url=MANAGE_URL)
+
+    assert message["Subject"] == (
+        "A place is available at Education Leadership in Challenging Times: "
+        "please confirm by Thursday 5 March 2026 at 17:00 (GMT)"
+    )
+    assert "holding it for you until Thursday 5 March 2026 at 17:00 (GMT)" in plain
+    assert f"please confirm on your registration page:\n{MANAGE_URL}" in plain
+    assert f'<a href="{MANAGE_URL}"' in html and "Confirm my place</a>" in html
+    assert "offered to the next person on the waiting list" in plain
+    assert list(message.iter_attachments()) == []
+
+
+def test_offer_without_its_expiry_is_refused() -> None:
+    content = MessageContent(registration_id=REGISTRATION_ID, delegate=DELEGATE, event=EVENT)
+
+    with pytest.raises(ValueError, match="expiry"):
+        compose(Kind.OFFERED, content)
+
+
+def test_expired_offer_says_so_and_when_it_ran_out() -> None:
+    message, plain, html = composed(Kind.OFFER_EXPIRED)
+
+    assert message["Subject"] == "Your offer of a place at Education Leadership in Challenging Times has expired"
+    for text in (plain, html):
+        assert "Your offer has expired" in text
+        assert "until Thursday 5 March 2026 at 17:00 (GMT)" in text
+        assert "register again while places remain" in text

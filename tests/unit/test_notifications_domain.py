@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import aiosmtplib
 import pytest
@@ -101,3 +101,50 @@ def test_smtp_failures_are_classified_by_whether_a_retry_can_help(
     failure = classify(error)
     assert failure.permanent is permanent
     assert failure.code == code
+
+
+def test_manage_url_carries_the_registration_and_its_token() -> None:
+    assert domain.manage_url("https://plenary.example/", "r1", "tok-en_1") == (
+        "https://plenary.example/manage/r1?token=tok-en_1"
+    )
+    assert domain.manage_url("https://plenary.example", "r 1", "a+b/c") == (
+        "https://plenary.example/manage/r%201?token=a%2Bb%2Fc"
+    )
+    assert domain.manage_url(None, "r1", "token") is None
+    assert domain.manage_url("https://plenary.example", "r1", None) is None
+
+
+def test_each_resend_request_and_each_offer_has_its_own_message_key() -> None:
+    first = domain.message_key("r1", Kind.CONFIRMATION, domain.resend_version("t1", "request-1"))
+    assert first == "r1:confirmation:t1:resend:request-1"
+    assert first != domain.message_key("r1", Kind.CONFIRMATION, domain.resend_version("t1", "request-2"))
+    expires = NOW + timedelta(hours=48)
+    assert domain.offer_version(expires) == domain.offer_version(expires.astimezone(timezone(timedelta(hours=1))))
+    assert domain.offer_version(expires) != domain.offer_version(expires + timedelta(hours=1))
+
+
+def test_messages_carry_the_manage_link_once_the_token_is_known() -> None:
+    projection = {"_id": "r1", "confirmed_at": NOW, "snapshot": SNAPSHOT, "ticket": TICKET}
+
+    assert domain.content(projection, "https://plenary.example").manage_url is None
+    with_token = {**projection, "manage_token": "secret"}
+    assert domain.content(with_token, "https://plenary.example").manage_url == (
+        "https://plenary.example/manage/r1?token=secret"
+    )
+    confirmation = domain.confirmation_content(with_token, "https://plenary.example")
+    assert confirmation is not None and confirmation.manage_url == "https://plenary.example/manage/r1?token=secret"
+
+
+def test_confirmation_names_the_type_its_ticket_was_issued_for() -> None:
+    reissued = {**TICKET, "ticket_id": "t2", "ticket_type": "speaker"}
+    content = domain.confirmation_content({"_id": "r1", "confirmed_at": NOW, "snapshot": SNAPSHOT, "ticket": reissued})
+    assert content is not None and content.ticket_type == "speaker"
+    older = domain.confirmation_content({"_id": "r1", "confirmed_at": NOW, "snapshot": SNAPSHOT, "ticket": TICKET})
+    assert older is not None and older.ticket_type == "delegate"
+
+
+def test_erased_delegate_gets_no_confirmation() -> None:
+    projection = {"_id": "r1", "confirmed_at": NOW, "snapshot": SNAPSHOT, "ticket": TICKET, "erased_at": NOW}
+    assert domain.is_erased(projection)
+    assert domain.confirmation_content(projection) is None
+    assert not domain.is_erased(None)

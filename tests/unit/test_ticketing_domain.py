@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from plenary_kit import ticketcode
 from ticketing import domain
-from ticketing.domain import SigningKey
+from ticketing.domain import RevocationReason, SigningKey
 
 EVENT_ID = "6f1c2b1e-3d4a-4c5b-9e8f-0a1b2c3d4e5f"
 TICKET_ID = "0b9e7c55-2f41-4a3e-8d6c-5e4f3a2b1c0d"
@@ -65,3 +65,14 @@ def test_now_keeps_the_millisecond_precision_mongodb_stores() -> None:
 
     assert moment.tzinfo is not None
     assert moment.microsecond % 1000 == 0
+
+
+def test_erasure_is_its_own_revocation_reason_and_every_other_cancellation_is_a_cancellation() -> None:
+    assert domain.revocation_reason("erased") is RevocationReason.ERASED
+    assert domain.revocation_reason("cancelled") is RevocationReason.CANCELLED
+    assert domain.revocation_reason("offer_expired") is RevocationReason.CANCELLED
+
+
+def test_only_a_changed_ticket_type_needs_a_new_ticket() -> None:
+    assert domain.needs_reissue("delegate", "speaker")
+    assert not domain.needs_reissue("delegate", "delegate")

@@ -8,12 +8,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from plenary_kit import events, ticketcode
 from plenary_kit.ticketcode import MalformedCode, TicketCode
+
+# What door staff see for a delegate an organiser erased; their admission still counts.
+ERASED_NAME: Final = "Erased delegate"
 
 Gate = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40)]
 DeviceName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
@@ -112,6 +115,20 @@ class Decision:
     verdict: Verdict
     movement: Movement = Movement.NONE
     first_admitted: Admission | None = None
+
+
+def delegate_fields(delegate: events.Delegate, erased: bool) -> dict[str, Any]:
+    """The delegate as the projection keeps them; nothing at all once erased, so a late event restores nothing."""
+    if erased:
+        return {}
+    return {
+        "name": delegate.name,
+        "organisation": delegate.organisation,
+        "role": delegate.role,
+        # Kept for attendance by phase and local authority.
+        "phase": delegate.phase,
+        "local_authority": delegate.local_authority,
+    }
 
 
 def to_millis(moment: datetime) -> datetime:

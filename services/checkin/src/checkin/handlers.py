@@ -54,7 +54,9 @@ class Projection:
             "ticket.revoked": self.ticket_revoked,
             "registration.confirmed": self.registration_confirmed,
             "registration.promoted": self.registration_confirmed,
+            "registration.updated": self.registration_updated,
             "registration.cancelled": self.registration_cancelled,
+            "registration.erased": self.registration_erased,
         }
 
     async def ticket_issued(self, envelope: Envelope, data: events.EventData, session: Session) -> None:
@@ -89,33 +91,35 @@ class Projection:
     async def registration_confirmed(self, envelope: Envelope, data: events.EventData, session: Session) -> None:
         if not isinstance(data, events.RegistrationConfirmed | events.RegistrationPromoted):
             raise TypeError(f"expected a confirmed or promoted registration, got {type(data).__name__}")
-        confirmed = data
-        await self._store.save_registration(
-            confirmed.registration_id,
+        await self._save_confirmed(envelope, data, session)
+
+    async def registration_updated(self, envelope: Envelope, data: events.EventData, session: Session) -> None:
+        updated = _expect(data, events.RegistrationUpdated)
+        if updated.status == "confirmed":
+            await self._save_confirmed(envelope, updated, session)
+            return
+        # Waiting delegates cannot be admitted, so the projection holds them only if it already did.
+        erased = await self._store.is_erased(updated.registration_id, session)
+        await self._store.update_registration(
+            updated.registration_id,
             {
-                "event_id": confirmed.event.id,
-                "name": confirmed.delegate.name,
-                "organisation": confirmed.delegate.organisation,
-                "role": confirmed.delegate.role,
-                "ticket_type": confirmed.ticket_type,
-                "sessions": confirmed.sessions,
+                **domain.delegate_fields(updated.delegate, erased),
+                "ticket_type": updated.ticket_type,
+                "sessions": updated.sessions,
                 "updated_at": envelope.time,
             },
             session,
         )
-        if await self._store.start_counting(confirmed.registration_id, session):
-            await self._store.bump(confirmed.event.id, {("registered", ""): 1}, session)
 
     async def registration_cancelled(self, envelope: Envelope, data: events.EventData, session: Session) -> None:
         cancelled = _expect(data, events.RegistrationCancelled)
-        # The name stays: earlier scans of this delegate remain readable in the audit.
+        erased = cancelled.reason == "erased" or await self._store.is_erased(cancelled.registration_id, session)
+        # The name stays, unless erased: earlier scans of this delegate remain readable in the audit.
         await self._store.save_registration(
             cancelled.registration_id,
             {
+                **domain.delegate_fields(cancelled.delegate, erased),
                 "event_id": cancelled.event.id,
-                "name": cancelled.delegate.name,
-                "organisation": cancelled.delegate.organisation,
-                "role": cancelled.delegate.role,
                 "cancelled_at": envelope.time,
                 "updated_at": envelope.time,
             },
@@ -123,6 +127,33 @@ class Projection:
         )
         if await self._store.stop_counting(cancelled.registration_id, session):
             await self._store.bump(cancelled.event.id, {("registered", ""): -1}, session)
+
+    async def registration_erased(self, envelope: Envelope, data: events.EventData, session: Session) -> None:
+        """The delegate's name and details go; their registration, ticket and admissions still count."""
+        erased = _expect(data, events.RegistrationErased)
+        await self._store.erase_registration(erased.registration_id, erased.event_id, envelope.time, session)
+        log.info("registration_erased", registration_id=erased.registration_id)
+
+    async def _save_confirmed(
+        self,
+        envelope: Envelope,
+        data: events.RegistrationConfirmed | events.RegistrationPromoted | events.RegistrationUpdated,
+        session: Session,
+    ) -> None:
+        erased = await self._store.is_erased(data.registration_id, session)
+        await self._store.save_registration(
+            data.registration_id,
+            {
+                **domain.delegate_fields(data.delegate, erased),
+                "event_id": data.event.id,
+                "ticket_type": data.ticket_type,
+                "sessions": data.sessions,
+                "updated_at": envelope.time,
+            },
+            session,
+        )
+        if await self._store.start_counting(data.registration_id, session):
+            await self._store.bump(data.event.id, {("registered", ""): 1}, session)
 
 
 class _Contended(Exception):

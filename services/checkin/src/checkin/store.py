@@ -9,7 +9,7 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
-from checkin.domain import CounterKey
+from checkin.domain import ERASED_NAME, CounterKey
 from plenary_kit.mongo import Document, Session
 
 # last_seen is for the organiser's eyes; writing it on every scan would only add load at the doors.
@@ -73,8 +73,41 @@ class Store:
             session=session,
         )
 
+    async def update_registration(self, registration_id: str, fields: Document, session: Session) -> None:
+        """Change a registration already in the projection; one it does not hold stays absent."""
+        await self.registrations.update_one({"_id": registration_id}, {"$set": fields}, session=session)
+
     async def registration(self, registration_id: str, session: Session) -> Document | None:
         return await self.registrations.find_one({"_id": registration_id}, session=session)
+
+    async def is_erased(self, registration_id: str, session: Session) -> bool:
+        found = await self.registrations.find_one(
+            {"_id": registration_id, "erased_at": {"$ne": None}}, projection={"_id": 1}, session=session
+        )
+        return found is not None
+
+    async def erase_registration(self, registration_id: str, event_id: str, at: datetime, session: Session) -> None:
+        """Anonymise the delegate; whether and how they are counted stays as it was."""
+        await self.registrations.update_one(
+            {"_id": registration_id},
+            {
+                "$set": {"event_id": event_id, "name": ERASED_NAME, "erased_at": at, "updated_at": at},
+                "$unset": {"organisation": "", "role": ""},
+                "$setOnInsert": {"counted": False},
+            },
+            upsert=True,
+            session=session,
+        )
+        # Each scan keeps the reply it gave, which named the delegate.
+        tickets = await self.tickets.find(
+            {"registration_id": registration_id}, projection={"_id": 1}, session=session
+        ).to_list(None)
+        if tickets:
+            await self.scans.update_many(
+                {"ticket_id": {"$in": [ticket["_id"] for ticket in tickets]}, "reply.attendee": {"$exists": True}},
+                {"$set": {"reply.attendee.name": ERASED_NAME}},
+                session=session,
+            )
 
     async def start_counting(self, registration_id: str, session: Session) -> bool:
         """Mark a live registration as counted; True only the one time it becomes so."""

@@ -35,6 +35,7 @@ class Runtime:
             lambda: self.outbox.prepare(settings.outbox_retention_days)
         ]
         self._background: list[Callable[[], Awaitable[None]]] = []
+        self._stop_steps: list[Callable[[], Awaitable[None]]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.prepared = asyncio.Event()
 
@@ -45,6 +46,10 @@ class Runtime:
     def in_background(self, loop: Callable[[], Awaitable[None]]) -> None:
         """A loop that runs with the worker role (a mail sender, an offer expiry sweep)."""
         self._background.append(loop)
+
+    def on_stop(self, step: Callable[[], Awaitable[None]]) -> None:
+        """Work to wind down before the loops stop and MongoDB closes (e.g. running imports)."""
+        self._stop_steps.append(step)
 
     def subscribe(self, subscriptions: Mapping[str, Handler], group: str | None = None) -> Consumer:
         consumer = Consumer(
@@ -122,6 +127,8 @@ class Runtime:
         self._spawn(self._boot())
 
     async def stop(self) -> None:
+        for step in self._stop_steps:
+            await step()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

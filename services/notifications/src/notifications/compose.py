@@ -16,11 +16,15 @@ from notifications import ics
 from notifications.domain import Kind, MessageContent, TicketFacts
 from plenary_kit import events, qr
 
+# Each takes the event's title only. The fixed wording stays ASCII: a folded subject gains
+# a stray space beside an encoded character.
 SUBJECTS = {
     Kind.CONFIRMATION: "Your place at {title} is confirmed: your ticket",
     Kind.WAITLISTED: "You are on the waiting list for {title}",
     Kind.PROMOTED: "A place has become available for you at {title}",
+    Kind.OFFERED: "A place is available at {title}",
     Kind.CANCELLED: "Your registration for {title} has been cancelled",
+    Kind.OFFER_EXPIRED: "Your offer of a place at {title} has expired",
 }
 
 TICKET_FILENAME = "ticket.png"
@@ -44,6 +48,32 @@ def when(event: events.EventSummary) -> str:
     if start.date() == end.date():
         return f"{_day(start)}, {start:%H:%M}–{end:%H:%M} ({start:%Z})"
     return f"{_day(start)}, {start:%H:%M} {start:%Z} to {_day(end)}, {end:%H:%M} {end:%Z}"
+
+
+def deadline(moment: datetime, timezone: str) -> str:
+    """A deadline as a delegate at the event reads it, in the event's own timezone."""
+    local = moment.astimezone(_zone(timezone))
+    return f"{_day(local)} at {local:%H:%M} ({local:%Z})"
+
+
+def session_times(event: events.EventSummary, codes: list[str]) -> list[str]:
+    """The chosen sessions by title and time; the day is shown only when the event runs over several.
+
+    A code the event summary does not list (a session since withdrawn) is shown as it is.
+    """
+    zone = _zone(event.timezone)
+    several_days = event.starts_at.astimezone(zone).date() != event.ends_at.astimezone(zone).date()
+    by_code = {session.code: session for session in event.sessions}
+    lines = []
+    for code in codes:
+        session = by_code.get(code)
+        if session is None:
+            lines.append(code)
+            continue
+        start, end = session.starts_at.astimezone(zone), session.ends_at.astimezone(zone)
+        day = f"{_day(start)}, " if several_days else ""
+        lines.append(f"{session.title} ({day}{start:%H:%M}–{end:%H:%M})")
+    return lines
 
 
 class Composer:
@@ -70,7 +100,14 @@ class Composer:
         self, key: str, kind: Kind, content: MessageContent, *, created_at: datetime, now: datetime
     ) -> EmailMessage:
         event = content.event
+        offer_deadline = None
+        if content.offer_expires_at is not None:
+            offer_deadline = deadline(content.offer_expires_at, event.timezone)
+        elif kind == Kind.OFFERED:
+            raise ValueError("an offer needs its expiry")
         subject = SUBJECTS[kind].format(title=event.title)
+        if kind == Kind.OFFERED:
+            subject += f": please confirm by {offer_deadline}"
         qr_cid = f"ticket-{hashlib.sha256(key.encode()).hexdigest()[:16]}@{self.domain}"
         context: dict[str, Any] = {
             "subject": subject,
@@ -79,9 +116,12 @@ class Composer:
             "when": when(event),
             "venue": event.venue,
             "ticket_type": content.ticket_type or "",
-            "sessions": content.sessions,
+            "sessions": session_times(event, content.sessions),
             "waitlist_position": content.waitlist_position,
             "previous_status": content.previous_status,
+            "offer_deadline": offer_deadline,
+            "manage_url": content.manage_url,
+            "organiser_contact": event.organiser_contact,
             "qr_cid": qr_cid,
         }
         message = EmailMessage()

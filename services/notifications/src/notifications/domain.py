@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
+from urllib.parse import quote
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from plenary_kit import events
 
@@ -24,7 +25,9 @@ class Kind(StrEnum):
     CONFIRMATION = "confirmation"
     WAITLISTED = "waitlisted"
     PROMOTED = "promoted"
+    OFFERED = "offered"
     CANCELLED = "cancelled"
+    OFFER_EXPIRED = "offer_expired"
 
 
 class Status(StrEnum):
@@ -45,6 +48,7 @@ class TicketFacts(BaseModel):
     model_config = ConfigDict(frozen=True)
     ticket_id: str
     code: str
+    ticket_type: str | None = None
 
 
 class MessageContent(BaseModel):
@@ -59,11 +63,36 @@ class MessageContent(BaseModel):
     ticket: TicketFacts | None = None
     waitlist_position: int | None = None
     previous_status: str | None = None
+    # The delegate's manage link, with their token in it; None when it cannot be built.
+    manage_url: str | None = None
+    offer_expires_at: AwareDatetime | None = None
 
 
 def message_key(registration_id: str, kind: Kind, version: str = "1") -> str:
     """The message's idempotency key: one message per registration, kind and version, ever."""
     return f"{registration_id}:{kind}:{version}"
+
+
+def resend_version(ticket_id: str, request_id: str) -> str:
+    """Each resend request sends the ticket once more, however often the request is delivered."""
+    return f"{ticket_id}:resend:{request_id}"
+
+
+def offer_version(expires_at: datetime) -> str:
+    """One email per offer: a copy of the same offer has the same expiry, a later offer another."""
+    return str(int(expires_at.timestamp()))
+
+
+def manage_url(public_url: str | None, registration_id: str, token: str | None) -> str | None:
+    """The delegate's manage page, where they view, change, cancel or accept an offer."""
+    if not public_url or not token:
+        return None
+    return f"{public_url.rstrip('/')}/manage/{quote(registration_id, safe='')}?token={quote(token, safe='')}"
+
+
+def is_erased(projection: dict[str, Any] | None) -> bool:
+    """An erased delegate is never written to again: no address to write to, no details to keep."""
+    return projection is not None and projection.get("erased_at") is not None
 
 
 def registration_status(projection: dict[str, Any]) -> RegistrationStatus | None:
@@ -81,13 +110,28 @@ def registration_status(projection: dict[str, Any]) -> RegistrationStatus | None
     return None
 
 
-def confirmation_content(projection: dict[str, Any]) -> MessageContent | None:
+def content(projection: dict[str, Any], public_url: str | None, **details: Any) -> MessageContent:
+    """A message about the registration as last seen, with the delegate's manage link where known."""
+    registration_id = projection["_id"]
+    return MessageContent(
+        registration_id=registration_id,
+        manage_url=manage_url(public_url, registration_id, projection.get("manage_token")),
+        **{**projection["snapshot"], **details},
+    )
+
+
+def confirmation_content(projection: dict[str, Any], public_url: str | None = None) -> MessageContent | None:
     """The ticket confirmation, once the registration is confirmed and its ticket is known."""
     ticket = projection.get("ticket")
     snapshot = projection.get("snapshot")
     if registration_status(projection) != RegistrationStatus.CONFIRMED or not ticket or not snapshot:
         return None
-    return MessageContent(registration_id=projection["_id"], ticket=TicketFacts(**ticket), **snapshot)
+    if is_erased(projection):
+        return None
+    facts = TicketFacts(**ticket)
+    # The ticket names its own type: after a change of type it may arrive before the update does.
+    ticket_type = facts.ticket_type or snapshot.get("ticket_type")
+    return content(projection, public_url, ticket=facts, ticket_type=ticket_type)
 
 
 def retry_delay(attempts: int, rng: random.Random) -> float:

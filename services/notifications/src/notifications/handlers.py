@@ -9,14 +9,17 @@ from typing import TypeAlias, TypeVar
 from notifications import domain
 from notifications.domain import Kind, MessageContent, RegistrationStatus, Status
 from notifications.store import Store
-from plenary_kit import events
+from plenary_kit import events, sealing
 from plenary_kit.consumer import Handler
 from plenary_kit.envelope import Envelope
 from plenary_kit.events import EventData
 from plenary_kit.logs import get_logger
 from plenary_kit.mongo import Document, Session
+from plenary_kit.outbox import Outbox
 
 log = get_logger(__name__)
+
+SOURCE = "notifications"
 
 D = TypeVar("D", bound=EventData)
 
@@ -31,7 +34,13 @@ def _expect(data: EventData, model: type[D]) -> D:
     return data
 
 
-Snapshot: TypeAlias = events.RegistrationConfirmed | events.RegistrationWaitlisted | events.RegistrationPromoted
+Snapshot: TypeAlias = (
+    events.RegistrationConfirmed
+    | events.RegistrationWaitlisted
+    | events.RegistrationPromoted
+    | events.RegistrationOffered
+    | events.RegistrationUpdated
+)
 
 
 def _snapshot(data: Snapshot) -> Document:
@@ -46,8 +55,19 @@ def _snapshot(data: Snapshot) -> Document:
 class Notifications:
     """Consumed-event handlers; each runs inside the consumer's transaction, with its session."""
 
-    def __init__(self, store: Store, on_enqueued: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        outbox: Outbox,
+        *,
+        link_key: bytes,
+        public_url: str | None,
+        on_enqueued: Callable[[], None] = lambda: None,
+    ) -> None:
         self._store = store
+        self._outbox = outbox
+        self._link_key = link_key
+        self._public_url = public_url
         self._on_enqueued = on_enqueued
 
     def subscriptions(self) -> dict[str, Handler]:
@@ -55,87 +75,116 @@ class Notifications:
             "registration.confirmed": self.registration_confirmed,
             "registration.waitlisted": self.registration_waitlisted,
             "registration.promoted": self.registration_promoted,
+            "registration.offered": self.registration_offered,
+            "registration.updated": self.registration_updated,
             "registration.cancelled": self.registration_cancelled,
+            "registration.resend_requested": self.resend_requested,
+            "registration.erased": self.registration_erased,
             "ticket.issued": self.ticket_issued,
         }
 
     async def registration_confirmed(self, envelope: Envelope, data: EventData, session: Session) -> None:
         confirmed = _expect(data, events.RegistrationConfirmed)
-        projection = await self._store.record_facts(
-            confirmed.registration_id,
-            {"snapshot": _snapshot(confirmed), "confirmed_at": envelope.time, "updated_at": datetime.now(UTC)},
-            session,
-        )
-        await self._confirm_if_ready(envelope, projection, session)
+        projection = await self._record_snapshot(confirmed, {"confirmed_at": envelope.time}, session)
+        if projection is not None:
+            await self._confirm_if_ready(envelope, projection, session)
 
     async def registration_waitlisted(self, envelope: Envelope, data: EventData, session: Session) -> None:
         waitlisted = _expect(data, events.RegistrationWaitlisted)
-        projection = await self._store.record_facts(
-            waitlisted.registration_id,
-            {
-                "snapshot": _snapshot(waitlisted),
-                "waitlisted_at": envelope.time,
-                "waitlist_position": waitlisted.position,
-                "updated_at": datetime.now(UTC),
-            },
-            session,
+        projection = await self._record_snapshot(
+            waitlisted, {"waitlisted_at": envelope.time, "waitlist_position": waitlisted.position}, session
         )
         # A late copy must not tell a confirmed or cancelled delegate that they are waiting.
-        if domain.registration_status(projection) == RegistrationStatus.WAITLISTED:
-            content = MessageContent(
-                registration_id=waitlisted.registration_id,
-                waitlist_position=waitlisted.position,
-                **_snapshot(waitlisted),
-            )
+        if projection is not None and domain.registration_status(projection) == RegistrationStatus.WAITLISTED:
+            content = domain.content(projection, self._public_url, waitlist_position=waitlisted.position)
             await self._enqueue(envelope, Kind.WAITLISTED, "1", content, session)
 
     async def registration_promoted(self, envelope: Envelope, data: EventData, session: Session) -> None:
         promoted = _expect(data, events.RegistrationPromoted)
-        projection = await self._store.record_facts(
-            promoted.registration_id,
-            {
-                "snapshot": _snapshot(promoted),
-                "confirmed_at": envelope.time,
-                "promoted_at": envelope.time,
-                "updated_at": datetime.now(UTC),
-            },
-            session,
+        projection = await self._record_snapshot(
+            promoted, {"confirmed_at": envelope.time, "promoted_at": envelope.time}, session
         )
+        if projection is None:
+            return
         if domain.registration_status(projection) == RegistrationStatus.CONFIRMED:
-            content = MessageContent(registration_id=promoted.registration_id, **_snapshot(promoted))
+            content = domain.content(projection, self._public_url)
             await self._enqueue(envelope, Kind.PROMOTED, "1", content, session)
         await self._confirm_if_ready(envelope, projection, session)
 
+    async def registration_offered(self, envelope: Envelope, data: EventData, session: Session) -> None:
+        offered = _expect(data, events.RegistrationOffered)
+        expires_at = offered.offer_expires_at
+        projection = await self._record_snapshot(
+            offered, {"offered_at": envelope.time, "offer_expires_at": expires_at}, session
+        )
+        # An offer arriving after the delegate accepted it, or lost it, asks them for nothing.
+        if projection is not None and domain.registration_status(projection) == RegistrationStatus.WAITLISTED:
+            content = domain.content(projection, self._public_url, offer_expires_at=expires_at)
+            await self._enqueue(envelope, Kind.OFFERED, domain.offer_version(expires_at), content, session)
+
+    async def registration_updated(self, envelope: Envelope, data: EventData, session: Session) -> None:
+        """Later emails use the changed details; the change itself is confirmed on the manage page, not by email."""
+        updated = _expect(data, events.RegistrationUpdated)
+        # The status is a fact only where none is known: a late update must not undo a cancellation.
+        status_at = "confirmed_at" if updated.status == "confirmed" else "waitlisted_at"
+        await self._record_snapshot(updated, {}, session, unless_known={status_at: envelope.time})
+
     async def registration_cancelled(self, envelope: Envelope, data: EventData, session: Session) -> None:
         cancelled = _expect(data, events.RegistrationCancelled)
-        projection = await self._store.record_facts(
-            cancelled.registration_id,
-            {
-                # Dotted paths: the cancellation carries no ticket type or sessions, so keep those.
-                "snapshot.delegate": cancelled.delegate.model_dump(),
-                "snapshot.event": cancelled.event.model_dump(),
-                "cancelled_at": envelope.time,
-                "previous_status": cancelled.previous_status,
-                "updated_at": datetime.now(UTC),
-            },
-            session,
+        registration_id = cancelled.registration_id
+        erased = cancelled.reason == "erased" or domain.is_erased(
+            await self._store.projection(registration_id, session)
         )
-        content = MessageContent(
-            registration_id=cancelled.registration_id,
-            delegate=cancelled.delegate,
-            event=cancelled.event,
-            ticket_type=projection["snapshot"].get("ticket_type"),
-            sessions=projection["snapshot"].get("sessions", []),
+        facts: Document = {
+            "cancelled_at": envelope.time,
+            "previous_status": cancelled.previous_status,
+            "cancel_reason": cancelled.reason,
+            "updated_at": datetime.now(UTC),
+        }
+        if not erased:
+            # Dotted paths: the cancellation carries no ticket type or sessions, so keep those.
+            facts["snapshot.delegate"] = cancelled.delegate.model_dump()
+            facts["snapshot.event"] = cancelled.event.model_dump()
+        projection = await self._store.record_facts(registration_id, facts, session)
+        if erased:
+            return
+        expired = cancelled.reason == "offer_expired"
+        content = domain.content(
+            projection,
+            self._public_url,
             previous_status=cancelled.previous_status,
+            offer_expires_at=projection.get("offer_expires_at") if expired else None,
         )
-        await self._enqueue(envelope, Kind.CANCELLED, "1", content, session)
+        await self._enqueue(envelope, Kind.OFFER_EXPIRED if expired else Kind.CANCELLED, "1", content, session)
+
+    async def resend_requested(self, envelope: Envelope, data: EventData, session: Session) -> None:
+        request = _expect(data, events.RegistrationResendRequested)
+        projection = await self._store.projection(request.registration_id, session)
+        content = domain.confirmation_content(projection, self._public_url) if projection else None
+        if content is None or content.ticket is None:
+            log.info("resend_not_sent", registration_id=request.registration_id, why="no_confirmed_ticket")
+            return
+        version = domain.resend_version(content.ticket.ticket_id, envelope.id)
+        await self._enqueue(envelope, Kind.CONFIRMATION, version, content, session)
+
+    async def registration_erased(self, envelope: Envelope, data: EventData, session: Session) -> None:
+        erased = _expect(data, events.RegistrationErased)
+        registration_id = erased.registration_id
+        now = datetime.now(UTC)
+        await self._store.erase(registration_id, now, session)
+        for message in await self._store.erase_messages(registration_id, now, session):
+            failed = events.NotificationFailed(
+                message_id=message["_id"], registration_id=registration_id, kind=message["kind"], error="erased"
+            )
+            await self._outbox.add(session, envelope.caused(failed, source=SOURCE, subject=registration_id))
+        log.info("registration_erased", registration_id=registration_id)
 
     async def ticket_issued(self, envelope: Envelope, data: EventData, session: Session) -> None:
         issued = _expect(data, events.TicketIssued)
         projection = await self._store.record_facts(
             issued.registration_id,
             {
-                "ticket": {"ticket_id": issued.ticket_id, "code": issued.code},
+                "ticket": {"ticket_id": issued.ticket_id, "code": issued.code, "ticket_type": issued.ticket_type},
                 "ticket_issued_at": issued.issued_at,
                 "updated_at": datetime.now(UTC),
             },
@@ -143,9 +192,33 @@ class Notifications:
         )
         await self._confirm_if_ready(envelope, projection, session)
 
+    async def _record_snapshot(
+        self, data: Snapshot, facts: Document, session: Session, unless_known: Document | None = None
+    ) -> Document | None:
+        """Record the registration as this event shows it; None once the delegate is erased, writing nothing."""
+        registration_id = data.registration_id
+        if domain.is_erased(await self._store.projection(registration_id, session)):
+            return None
+        facts = {"snapshot": _snapshot(data), **facts, "updated_at": datetime.now(UTC)}
+        token = self._manage_token(data)
+        if token is not None:
+            facts["manage_token"] = token
+        return await self._store.record_facts(registration_id, facts, session, unless_known)
+
+    def _manage_token(self, data: Snapshot) -> str | None:
+        """The token sealed into a registration's first event, kept for the link in every later email."""
+        if data.manage_token_sealed is None:
+            return None
+        try:
+            return sealing.unseal(data.manage_token_sealed, self._link_key, context=data.registration_id)
+        except sealing.SealBroken:
+            # Emails still go out, without the link; a key that differs from registration's is the likely cause.
+            log.error("manage_token_unreadable", registration_id=data.registration_id)
+            return None
+
     async def _confirm_if_ready(self, envelope: Envelope, projection: Document, session: Session) -> None:
         """Queue the ticket email once both halves are known, from whichever event brought the second."""
-        content = domain.confirmation_content(projection)
+        content = domain.confirmation_content(projection, self._public_url)
         if content is not None and content.ticket is not None:
             await self._enqueue(envelope, Kind.CONFIRMATION, content.ticket.ticket_id, content, session)
 

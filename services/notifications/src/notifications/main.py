@@ -24,7 +24,14 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     store = Store(runtime.db)
     runtime.on_prepare(store.prepare)
     sender = Sender(runtime.client, store, runtime.outbox, Composer(config.mail_from), config)
-    runtime.subscribe(Notifications(store, on_enqueued=sender.nudge).subscriptions())
+    notifications = Notifications(
+        store,
+        runtime.outbox,
+        link_key=config.link_key(),
+        public_url=config.plenary_public_url,
+        on_enqueued=sender.nudge,
+    )
+    runtime.subscribe(notifications.subscriptions())
     runtime.in_background(sender.run)
     app = web.service_app(runtime, "Plenary notifications", router)
     app.state.store = store

@@ -26,21 +26,63 @@ class Store:
         await self.messages.create_index([("registration_id", ASCENDING), ("created_at", ASCENDING)])
         await self.messages.create_index([("status", ASCENDING), ("created_at", DESCENDING)])
 
-    async def record_facts(self, registration_id: str, facts: Document, session: Session) -> Document:
+    async def projection(self, registration_id: str, session: Session) -> Document | None:
+        return await self.registrations.find_one({"_id": registration_id}, session=session)
+
+    async def record_facts(
+        self, registration_id: str, facts: Document, session: Session, unless_known: Document | None = None
+    ) -> Document:
         """Add facts to the registration's projection and return all of it.
 
         Every handler writes this one document, so two transactions bringing the two
         halves of a confirmation conflict and one retries: the later one always sees both.
+        `unless_known` holds times recorded only where the projection has none yet.
         """
+        update: Document = {"$set": facts}
+        if unless_known:
+            update["$min"] = unless_known
         projection = await self.registrations.find_one_and_update(
             {"_id": registration_id},
-            {"$set": facts},
+            update,
             upsert=True,
             return_document=ReturnDocument.AFTER,
             session=session,
         )
         assert projection is not None
         return projection
+
+    async def erase(self, registration_id: str, at: datetime, session: Session) -> None:
+        """Forget the delegate's name, address and manage token; the registration's other facts stay."""
+        await self.registrations.update_one(
+            {"_id": registration_id},
+            {"$set": {"erased_at": at, "updated_at": at}, "$unset": {"snapshot.delegate": "", "manage_token": ""}},
+            upsert=True,
+            session=session,
+        )
+
+    async def erase_messages(self, registration_id: str, at: datetime, session: Session) -> list[Document]:
+        """Strip the delegate from every stored message and fail those not yet sent; returns the failed ones.
+
+        Ids, kinds, statuses and times stay, so the delivery log still counts every message.
+        A message a sender holds already ("sending") is past stopping and settles as usual.
+        """
+        unsent = {"registration_id": registration_id, "status": {"$in": [Status.PENDING, Status.RETRYING]}}
+        failed = await self.messages.find(unsent, projection={"kind": 1}, session=session).to_list(None)
+        if failed:
+            await self.messages.update_many(
+                {"_id": {"$in": [message["_id"] for message in failed]}},
+                {
+                    "$set": {"status": Status.FAILED, "last_error": "erased", "failed_at": at, "updated_at": at},
+                    "$unset": {"next_attempt_at": "", "claim": ""},
+                },
+                session=session,
+            )
+        await self.messages.update_many(
+            {"registration_id": registration_id},
+            {"$unset": {"content.delegate": "", "content.manage_url": ""}},
+            session=session,
+        )
+        return failed
 
     async def enqueue(self, message: Document, session: Session) -> bool:
         """Insert the message unless its key exists; an upsert, so a repeat never aborts the transaction."""

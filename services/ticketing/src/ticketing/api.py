@@ -58,6 +58,7 @@ async def authorise_ticket(
     admin_token: str,
     authorization: str | None,
     manage_token: str | None,
+    registration_id: str | None,
 ) -> None:
     """Organisers see every ticket; a delegate's manage token opens only the ticket of their registration.
 
@@ -71,7 +72,9 @@ async def authorise_ticket(
         presented = hash_token(manage_token)
         if ticket is not None and _same_hash(ticket.get("manage_token_hash"), presented):
             return
-        if await store.ticket_by_token_hash(presented) is not None:
+        holder = await store.registration_by_token_hash(presented)
+        # The holder may be this very registration, its ticket issued since `ticket` was read.
+        if holder is not None and holder != registration_id:
             raise ApiError(403, "forbidden", "This manage link belongs to another registration.")
         if ticket is None:
             return
@@ -86,7 +89,8 @@ async def _authorised_ticket(
     store: Store, ticket_id: str, admin_token: str, authorization: str | None, manage_token: str | None
 ) -> Document:
     ticket = await store.ticket(ticket_id)
-    await authorise_ticket(store, ticket, admin_token, authorization, manage_token)
+    registration_id = ticket["registration_id"] if ticket is not None else None
+    await authorise_ticket(store, ticket, admin_token, authorization, manage_token, registration_id)
     if ticket is None:
         raise ApiError(404, "ticket_not_found", "No such ticket.")
     return ticket
@@ -102,7 +106,7 @@ async def registration_ticket(
     manage_token: ManageToken = None,
 ) -> dict[str, Any]:
     ticket = await store.ticket_for_registration(registration_id)
-    await authorise_ticket(store, ticket, admin_token, authorization, manage_token)
+    await authorise_ticket(store, ticket, admin_token, authorization, manage_token, registration_id)
     if ticket is None:
         raise ApiError(404, "ticket_not_found", "No ticket has been issued for this registration yet.")
     response.headers.update(PRIVATE)

@@ -27,6 +27,21 @@ class TicketStatus(StrEnum):
 
 class RevocationReason(StrEnum):
     CANCELLED = "cancelled"
+    ERASED = "erased"
+    # The old ticket of a registration whose ticket type changed; a new one replaces it.
+    REISSUED = "reissued"
+
+
+def revocation_reason(cancellation_reason: str) -> RevocationReason:
+    """Why a cancelled registration's ticket stops admitting: an erasure says so, anything else is a cancellation."""
+    if cancellation_reason == "erased":
+        return RevocationReason.ERASED
+    return RevocationReason.CANCELLED
+
+
+def needs_reissue(ticket_type: str, new_ticket_type: str) -> bool:
+    """The code carries the ticket type the door shows, so a changed type needs a newly signed ticket."""
+    return ticket_type != new_ticket_type
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Ticketing event handlers: issue and revoke tickets, with their events, in the consumer's transaction."""
+"""Ticketing event handlers: issue, reissue and revoke tickets, with their events, in the consumer's transaction."""
 
 from __future__ import annotations
 
@@ -32,8 +32,49 @@ class Tickets:
         if await self._store.is_cancelled(registration_id, session):
             log.info("ticket_not_issued", registration_id=registration_id, why="registration_cancelled")
             return
-        if await self._store.ticket_for_registration(registration_id, session) is not None:
+        if await self._store.has_ticket(registration_id, session):
             return
+        await self._issue(envelope, data, data.manage_token_hash, session)
+
+    async def reissue(self, envelope: Envelope, data: EventData, session: Session) -> None:
+        """A changed ticket type replaces the ticket, so the code the door verifies names the right type."""
+        if not isinstance(data, events.RegistrationUpdated):
+            raise TypeError(f"cannot reissue a ticket for {envelope.type}")
+        registration_id = data.registration_id
+        current = await self._store.valid_ticket(registration_id, session)
+        if current is None or not domain.needs_reissue(current["ticket_type"], data.ticket_type):
+            return
+        # Revoked first: the one-valid-ticket index would refuse the new ticket beside the old.
+        await self._revoke(envelope, registration_id, RevocationReason.REISSUED, session)
+        await self._issue(envelope, data, data.manage_token_hash or current.get("manage_token_hash"), session)
+
+    async def revoke(self, envelope: Envelope, data: EventData, session: Session) -> None:
+        """A cancelled registration's ticket stops admitting, and no ticket is issued for it later."""
+        if not isinstance(data, events.RegistrationCancelled):
+            raise TypeError(f"cannot revoke a ticket for {envelope.type}")
+        reason = domain.revocation_reason(data.reason)
+        await self._store.record_cancellation(data.registration_id, data.event.id, reason, domain.now(), session)
+        await self._revoke(envelope, data.registration_id, reason, session)
+
+    async def erase(self, envelope: Envelope, data: EventData, session: Session) -> None:
+        """An erased delegate's ticket is revoked and their manage token's hash forgotten."""
+        if not isinstance(data, events.RegistrationErased):
+            raise TypeError(f"cannot erase for {envelope.type}")
+        registration_id = data.registration_id
+        reason = RevocationReason.ERASED
+        await self._store.record_cancellation(registration_id, data.event_id, reason, domain.now(), session)
+        await self._revoke(envelope, registration_id, reason, session)
+        await self._store.forget_manage_token(registration_id, session)
+        log.info("registration_erased", registration_id=registration_id)
+
+    async def _issue(
+        self,
+        envelope: Envelope,
+        data: events.RegistrationConfirmed | events.RegistrationPromoted | events.RegistrationUpdated,
+        manage_token_hash: str | None,
+        session: Session,
+    ) -> None:
+        registration_id = data.registration_id
         event_id = data.event.id
         key = await self._signing_key(event_id, session)
         issued_at = domain.now()
@@ -46,7 +87,7 @@ class Tickets:
             "code": key.sign_ticket(ticket_id, data.ticket_type),
             "key_id": key.key_id,
             "status": TicketStatus.VALID,
-            "manage_token_hash": data.manage_token_hash,
+            "manage_token_hash": manage_token_hash,
             "issued_at": issued_at,
         }
         await self._store.insert_ticket(ticket, session)
@@ -63,24 +104,20 @@ class Tickets:
         await self._outbox.add(session, envelope.caused(issued, source=SOURCE, subject=registration_id))
         log.info("ticket_issued", ticket_id=ticket_id, registration_id=registration_id, event_id=event_id)
 
-    async def revoke(self, envelope: Envelope, data: EventData, session: Session) -> None:
-        """A cancelled registration's ticket stops admitting, and no ticket is issued for it later."""
-        if not isinstance(data, events.RegistrationCancelled):
-            raise TypeError(f"cannot revoke a ticket for {envelope.type}")
-        registration_id = data.registration_id
-        at = domain.now()
-        await self._store.record_cancellation(registration_id, data.event.id, at, session)
-        ticket = await self._store.revoke_ticket(registration_id, RevocationReason.CANCELLED, at, session)
+    async def _revoke(
+        self, envelope: Envelope, registration_id: str, reason: RevocationReason, session: Session
+    ) -> None:
+        ticket = await self._store.revoke_ticket(registration_id, reason, domain.now(), session)
         if ticket is None:
             return
         revoked = events.TicketRevoked(
             ticket_id=ticket["_id"],
             registration_id=registration_id,
             event_id=ticket["event_id"],
-            reason=RevocationReason.CANCELLED,
+            reason=reason,
         )
         await self._outbox.add(session, envelope.caused(revoked, source=SOURCE, subject=registration_id))
-        log.info("ticket_revoked", ticket_id=ticket["_id"], registration_id=registration_id)
+        log.info("ticket_revoked", ticket_id=ticket["_id"], registration_id=registration_id, reason=str(reason))
 
     async def _signing_key(self, event_id: str, session: Session) -> SigningKey:
         """The event's active key, made on its first ticket inside this same transaction.

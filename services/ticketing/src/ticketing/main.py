@@ -24,7 +24,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         {
             "registration.confirmed": tickets.issue,
             "registration.promoted": tickets.issue,
+            "registration.updated": tickets.reissue,
             "registration.cancelled": tickets.revoke,
+            "registration.erased": tickets.erase,
         }
     )
     app = web.service_app(runtime, "Plenary ticketing", router)

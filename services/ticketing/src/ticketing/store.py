@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 
 from bson import Binary
-from pymongo import ASCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
 from plenary_kit.mongo import Document, Session
 from ticketing.domain import ALGORITHM, RevocationReason, SigningKey, TicketStatus
@@ -33,8 +34,16 @@ class Store:
         self.cancelled = db["cancelled_registrations"]
 
     async def prepare(self) -> None:
-        # One ticket per registration, however often its confirmation is delivered.
-        await self.tickets.create_index("registration_id", unique=True)
+        # One valid ticket per registration, however often its confirmation is delivered; a
+        # registration whose ticket type changed also keeps its revoked earlier ticket.
+        await self.tickets.create_index(
+            "registration_id",
+            name="one_valid_ticket_per_registration",
+            unique=True,
+            partialFilterExpression={"status": TicketStatus.VALID},
+        )
+        await self._drop_unique_registration_index()
+        await self.tickets.create_index("registration_id")
         await self.tickets.create_index(
             "manage_token_hash", partialFilterExpression={"manage_token_hash": {"$type": "string"}}
         )
@@ -44,14 +53,46 @@ class Store:
         )
         await self.signing_keys.create_index([("event_id", ASCENDING), ("created_at", ASCENDING)])
 
+    async def _drop_unique_registration_index(self) -> None:
+        """Databases made before tickets could be reissued allow one ticket per registration, ever."""
+        index = (await self.tickets.index_information()).get("registration_id_1")
+        if index is not None and index.get("unique"):
+            # Another instance starting at the same moment may have dropped it first.
+            with contextlib.suppress(OperationFailure):
+                await self.tickets.drop_index("registration_id_1")
+
     async def ticket(self, ticket_id: str) -> Document | None:
         return await self.tickets.find_one({"_id": ticket_id})
 
     async def ticket_for_registration(self, registration_id: str, session: Session | None = None) -> Document | None:
-        return await self.tickets.find_one({"registration_id": registration_id}, session=session)
+        """The registration's ticket: its valid one, else the latest revoked one."""
+        valid = await self.valid_ticket(registration_id, session)
+        if valid is not None:
+            return valid
+        return await self.tickets.find_one(
+            {"registration_id": registration_id}, sort=[("issued_at", DESCENDING)], session=session
+        )
 
-    async def ticket_by_token_hash(self, token_hash: str) -> Document | None:
-        return await self.tickets.find_one({"manage_token_hash": token_hash}, projection={"_id": 1})
+    async def has_ticket(self, registration_id: str, session: Session) -> bool:
+        """Whether the registration was ever issued a ticket, valid or revoked since."""
+        query = {"registration_id": registration_id}
+        return await self.tickets.find_one(query, projection={"_id": 1}, session=session) is not None
+
+    async def valid_ticket(self, registration_id: str, session: Session | None = None) -> Document | None:
+        return await self.tickets.find_one(
+            {"registration_id": registration_id, "status": TicketStatus.VALID}, session=session
+        )
+
+    async def forget_manage_token(self, registration_id: str, session: Session) -> None:
+        """An erased delegate's manage link stops opening their tickets."""
+        await self.tickets.update_many(
+            {"registration_id": registration_id}, {"$unset": {"manage_token_hash": ""}}, session=session
+        )
+
+    async def registration_by_token_hash(self, token_hash: str) -> str | None:
+        """The registration whose manage token has this hash, if it has a ticket."""
+        found = await self.tickets.find_one({"manage_token_hash": token_hash}, projection={"registration_id": 1})
+        return found["registration_id"] if found else None
 
     async def insert_ticket(self, ticket: Document, session: Session) -> None:
         try:
@@ -70,10 +111,12 @@ class Store:
             session=session,
         )
 
-    async def record_cancellation(self, registration_id: str, event_id: str, at: datetime, session: Session) -> None:
+    async def record_cancellation(
+        self, registration_id: str, event_id: str, reason: RevocationReason, at: datetime, session: Session
+    ) -> None:
         await self.cancelled.update_one(
             {"_id": registration_id},
-            {"$setOnInsert": {"event_id": event_id, "cancelled_at": at}},
+            {"$setOnInsert": {"event_id": event_id, "reason": reason, "cancelled_at": at}},
             upsert=True,
             session=session,
         )
