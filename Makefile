@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PACKAGES := services/kit services/registration services/ticketing services/notifications services/checkin services/stack
 SYSTEM_STAMP := $(VENV)/.system-packages
-SYSTEM_PACKAGES := docker-compose
+SYSTEM_PACKAGES := docker-compose chromium
 
 .PHONY: up test lint install system-deps replay clean
 
@@ -41,3 +41,9 @@ replay: $(STAMP)
 
 clean:
 	rm -rf $(VENV) var
+
+# The registration surge benchmark; prints JSON and writes bench/results/registration_surge.json.
+# Options through ARGS, e.g. make bench ARGS="--delegates 2000 --runs 3".
+.PHONY: bench
+bench: $(STAMP)
+	$(PY) -m bench.registration_surge $(ARGS)

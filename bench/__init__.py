@@ -1,0 +1,1 @@
+"""Benchmarks that run against the embedded stack and print JSON figures."""

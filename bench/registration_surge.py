@@ -1,0 +1,447 @@
+"""Registration surge: N delegates register at once for one capacity-limited event on the embedded stack.
+
+Run `python -m bench.registration_surge --help`. Prints one JSON object and writes it to
+bench/results/registration_surge.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import httpx
+from pymongo import AsyncMongoClient
+
+from bench.crowd import delegates
+from bench.inbox import Inbox
+from plenary_stack.processes import Child, free_port
+from plenary_stack.stack import SERVICES, EmbeddedStack, StackConfig
+
+RESULTS = Path(__file__).parent / "results" / "registration_surge.json"
+TARGET = {"confirmed_per_minute": 6000, "p99_ms": 300, "oversold": 0}
+REGISTER_ROUTE = "/api/v1/events/{event_id}/registrations"
+
+# As in the test suite: rebalances on the embedded broker wait about half the session timeout.
+STACK_ENV = {
+    "PLENARY_RATE_LIMITS": "off",
+    "KAFKA_SESSION_TIMEOUT_MS": "2000",
+    "KAFKA_HEARTBEAT_INTERVAL_MS": "300",
+    "CONSUMER_RETRY_BASE_SECONDS": "0.05",
+    "CONSUMER_MAX_ATTEMPTS": "3",
+}
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One delegate's POST as the delegate saw it."""
+
+    email: str
+    status: int | None
+    body: dict[str, Any]
+    error: str | None
+    seconds: float
+    # Wall-clock time the reply arrived, to compare with the stack's own timestamps.
+    arrived_at: float
+
+
+@dataclass
+class Surge:
+    replies: list[Reply] = field(default_factory=list)
+    started_at: float = 0.0
+    wall_seconds: float = 0.0
+    client_cpu_seconds: float = 0.0
+
+
+def percentiles(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p95": None, "p99": None, "max": None}
+    ordered = sorted(values)
+
+    def rank(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, max(0, int(q * len(ordered) + 0.999999) - 1))], 1)
+
+    return {"p50": rank(0.50), "p95": rank(0.95), "p99": rank(0.99), "max": round(ordered[-1], 1)}
+
+
+def machine() -> dict[str, Any]:
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    models = [line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")]
+    meminfo = Path("/proc/meminfo").read_text() if Path("/proc/meminfo").exists() else ""
+    total_kib = next((int(line.split()[1]) for line in meminfo.splitlines() if line.startswith("MemTotal")), 0)
+    return {
+        "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpu_model": models[0] if models else platform.processor() or "unknown",
+        "memory_gib": round(total_kib / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }
+
+
+def load_average() -> list[float]:
+    """1, 5 and 15 minute load: other work on the machine shows up here."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+async def document_server_requests(mongo: AsyncMongoClient[dict[str, Any]]) -> int | None:
+    """Requests the document server has answered so far, from every client of the stack."""
+    status = await mongo.admin.command("serverStatus")
+    network = status.get("network", {})
+    return int(network["numRequests"]) if "numRequests" in network else None
+
+
+def cpu_seconds(child: Child) -> float | None:
+    """User plus system CPU time a child process has used so far."""
+    if child.process is None:
+        return None
+    try:
+        fields = Path(f"/proc/{child.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def processes(stack: EmbeddedStack) -> dict[str, Child]:
+    children = dict(stack.services)
+    if stack.embedded_documents:
+        children["documents"] = stack.documents
+    if stack.embedded_broker:
+        children["broker"] = stack.broker
+    if stack.config.smtp_host is None:
+        children["smtp"] = stack.smtp
+    return children
+
+
+async def run_surge(http: httpx.AsyncClient, url: str, crowd: list[dict[str, Any]], concurrency: int) -> Surge:
+    """`concurrency` delegates in flight at any moment until everyone has had an answer."""
+    surge = Surge()
+    waiting = iter(crowd)
+
+    async def delegate_at_a_phone() -> None:
+        for delegate in waiting:
+            started = time.perf_counter()
+            status: int | None = None
+            body: dict[str, Any] = {}
+            error = None
+            try:
+                response = await http.post(url, json=delegate)
+                status = response.status_code
+                try:
+                    body = response.json()
+                except ValueError:
+                    error = "unreadable_body"
+            except httpx.HTTPError as exc:
+                error = type(exc).__name__
+            surge.replies.append(
+                Reply(delegate["email"], status, body, error, time.perf_counter() - started, time.time())
+            )
+
+    cpu_before = time.process_time()
+    surge.started_at = time.time()
+    began = time.perf_counter()
+    await asyncio.gather(*(delegate_at_a_phone() for _ in range(concurrency)))
+    surge.wall_seconds = time.perf_counter() - began
+    surge.client_cpu_seconds = time.process_time() - cpu_before
+    return surge
+
+
+def server_latencies(log_path: Path, offset: int) -> list[float]:
+    """The `ms` the registration service logged for each registration POST since `offset`."""
+    found = []
+    with open(log_path, "rb") as log:
+        log.seek(offset)
+        for line in log:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("route") == REGISTER_ROUTE and entry.get("method") == "POST" and "ms" in entry:
+                found.append(float(entry["ms"]))
+    return found
+
+
+async def create_event(http: httpx.AsyncClient, stack: EmbeddedStack, capacity: int) -> str:
+    reply = await http.post(
+        f"{stack.config.url('registration')}/api/v1/events",
+        headers={"Authorization": f"Bearer {stack.admin_token}"},
+        json={
+            "slug": f"leadership-surge-{uuid.uuid4().hex[:8]}",
+            "title": "Stepping Up to Senior Leadership: Opening Conference",
+            "venue": "Liverpool Exhibition Centre",
+            "starts_at": "2027-06-17T09:00:00+01:00",
+            "ends_at": "2027-06-17T16:30:00+01:00",
+            "timezone": "Europe/London",
+            "capacity": capacity,
+        },
+    )
+    reply.raise_for_status()
+    return str(reply.json()["id"])
+
+
+async def wait_for_tickets(
+    tickets: Any, event_id: str, confirmed: dict[str, float], deadline: float
+) -> dict[str, datetime]:
+    """Issue time of each confirmed registration's ticket, once all exist or the deadline passes."""
+    while True:
+        if await tickets.count_documents({"event_id": event_id}) >= len(confirmed) or time.monotonic() > deadline:
+            rows = await tickets.find({"event_id": event_id}, {"registration_id": 1, "issued_at": 1}).to_list(None)
+            return {row["registration_id"]: row["issued_at"] for row in rows if row["registration_id"] in confirmed}
+        await asyncio.sleep(0.2)
+
+
+async def wait_for_emails(inbox: Inbox, everyone: dict[str, str], deadline: float) -> dict[str, float]:
+    """Arrival time of each delegate's first email: the ticket email for the confirmed, any email for the rest."""
+    arrived: dict[str, float] = {}
+    while len(arrived) < len(everyone) and time.monotonic() < deadline:
+        for mail in inbox.new_arrivals():
+            status = everyone.get(mail.recipient)
+            if status is None or mail.recipient in arrived:
+                continue
+            if status != "confirmed" or mail.carries_ticket:
+                arrived[mail.recipient] = mail.at
+        if len(arrived) < len(everyone):
+            await asyncio.sleep(0.25)
+    return arrived
+
+
+def seconds_after(start: float, moments: list[float], expected: int) -> float | None:
+    """Seconds from `start` until the last of `expected` moments, or None if some never came."""
+    if expected == 0:
+        return 0.0
+    if len(moments) < expected:
+        return None
+    return round(max(moments) - start, 2)
+
+
+async def one_run(stack: EmbeddedStack, args: argparse.Namespace, number: int) -> dict[str, Any]:
+    registration = stack.config.url("registration")
+    crowd = delegates(args.delegates, tag=f"r{number}{uuid.uuid4().hex[:4]}", seed=number)
+    limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
+    organiser = {"Authorization": f"Bearer {stack.admin_token}"}
+    # The document server drops connections idle for five minutes; a surge can last longer.
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(stack.config.mongo, tz_aware=True, maxIdleTimeMS=60_000)
+    try:
+        async with httpx.AsyncClient(timeout=60.0, limits=limits) as http:
+            event_id = await create_event(http, stack, args.capacity)
+            log_path = stack.services["registration"].log_path
+            log_offset = log_path.stat().st_size
+            children = processes(stack)
+            load_before = load_average()
+            requests_before = await document_server_requests(mongo)
+            cpu_before = {name: cpu_seconds(child) for name, child in children.items()}
+            registrations = f"{registration}/api/v1/events/{event_id}/registrations"
+            surge = await run_surge(http, registrations, crowd, args.concurrency)
+            cpu_after = {name: cpu_seconds(child) for name, child in children.items()}
+            requests_after = await document_server_requests(mongo)
+            listed = (await http.get(registrations, headers=organiser)).json()
+            event = (await http.get(f"{registration}/api/v1/events/{event_id}")).json()
+
+        accepted = [r for r in surge.replies if r.status == 201]
+        confirmed = {r.body["id"]: r.arrived_at for r in accepted if r.body.get("status") == "confirmed"}
+        waitlisted = [r for r in accepted if r.body.get("status") == "waitlisted"]
+        status_of = {r.email.lower(): r.body["status"] for r in accepted}
+        ids = [r.body.get("id") for r in accepted]
+        listed_status = Counter(row["status"] for row in listed)
+        positions = sorted(row["waitlist_position"] for row in listed if row["status"] == "waitlisted")
+        errors = Counter(str(r.status) if r.error is None else r.error for r in surge.replies if r.status != 201)
+
+        deadline = time.monotonic() + args.settle_timeout
+        tickets = mongo[f"{stack.config.db_prefix}_ticketing"]["tickets"]
+        issued = await wait_for_tickets(tickets, event_id, confirmed, deadline)
+        issued_at = {rid: at.timestamp() for rid, at in issued.items()}
+        inbox = Inbox(stack.config.maildir)
+        emailed = await wait_for_emails(inbox, status_of, deadline)
+        reply_at = {r.email.lower(): r.arrived_at for r in accepted}
+        confirmed_emails = [at for email, at in emailed.items() if status_of[email] == "confirmed"]
+
+        minutes = surge.wall_seconds / 60
+        return {
+            "event_id": event_id,
+            "surge_seconds": round(surge.wall_seconds, 2),
+            "confirmed": len(confirmed),
+            "waitlisted": len(waitlisted),
+            "confirmed_per_minute": round(len(confirmed) / minutes),
+            "registrations_per_minute": round(len(accepted) / minutes),
+            "latency_ms": percentiles([r.seconds * 1000 for r in surge.replies]),
+            "server_latency_ms": percentiles(server_latencies(log_path, log_offset)),
+            "oversold": {
+                "from_replies": max(0, len(confirmed) - args.capacity),
+                "from_organiser_list": max(0, listed_status["confirmed"] - args.capacity),
+            },
+            # A place left empty while someone waits is as wrong as an oversold one.
+            "places_left_with_a_waiting_list": event["places_left"] if waitlisted else 0,
+            "duplicates": {
+                "registration_ids": len(ids) - len(set(ids)),
+                "emails_in_organiser_list": len(listed) - len({row["email"].lower() for row in listed}),
+            },
+            "organiser_list": dict(listed_status),
+            "waitlist_positions_in_order": positions == list(range(1, len(positions) + 1)),
+            "errors_by_status": dict(errors),
+            "tickets": {
+                "issued": len(issued),
+                "seconds_until_all_issued": seconds_after(surge.started_at, list(issued_at.values()), len(confirmed)),
+                "delay_after_reply_ms": percentiles(
+                    [(issued_at[rid] - confirmed[rid]) * 1000 for rid in issued_at]
+                ),
+            },
+            "emails": {
+                "confirmed_with_ticket_email": len(confirmed_emails),
+                "seconds_until_every_confirmed_has_email": seconds_after(
+                    surge.started_at, confirmed_emails, len(confirmed)
+                ),
+                "seconds_until_every_delegate_has_email": seconds_after(
+                    surge.started_at, list(emailed.values()), len(status_of)
+                ),
+                "delay_after_reply_ms": percentiles(
+                    [(at - reply_at[email]) * 1000 for email, at in emailed.items()]
+                ),
+            },
+            "document_server_requests_per_registration": (
+                round((requests_after - requests_before) / len(surge.replies), 1)
+                if requests_before is not None and requests_after is not None
+                else None
+            ),
+            "load_average": {"before_surge": load_before, "after_surge": load_average()},
+            "cpu_seconds_during_surge": {
+                "load_generator": round(surge.client_cpu_seconds, 2),
+                **{
+                    name: round(after - before, 2)
+                    for name, after in cpu_after.items()
+                    if (before := cpu_before[name]) is not None and after is not None
+                },
+            },
+        }
+    finally:
+        await mongo.close()
+
+
+def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median of every number the runs have in common, in the same shape."""
+    merged: dict[str, Any] = {}
+    for key in runs[0]:
+        values = [run.get(key) for run in runs]
+        tables = [v for v in values if isinstance(v, dict)]
+        numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+        if len(tables) == len(runs):
+            merged[key] = median_of(tables)
+        elif len(numbers) == len(runs):
+            merged[key] = round(statistics.median(numbers), 2)
+    return merged
+
+
+def verdict(runs: list[dict[str, Any]], median: dict[str, Any]) -> dict[str, bool]:
+    return {
+        "confirmed_per_minute": median["confirmed_per_minute"] >= TARGET["confirmed_per_minute"],
+        "p99_ms": (median["latency_ms"].get("p99") or 0) < TARGET["p99_ms"],
+        "oversold": all(
+            run["oversold"]["from_replies"] == run["oversold"]["from_organiser_list"] == TARGET["oversold"]
+            for run in runs
+        ),
+    }
+
+
+async def all_runs(stack: EmbeddedStack, args: argparse.Namespace) -> list[dict[str, Any]]:
+    runs = []
+    for number in range(1, args.runs + 1):
+        print(f"run {number}/{args.runs}: {args.delegates} delegates, {args.capacity} places", file=sys.stderr)
+        runs.append(await one_run(stack, args, number))
+        print(json.dumps(runs[-1]), file=sys.stderr)
+    return runs
+
+
+def stack_config(var: Path) -> StackConfig:
+    return StackConfig(
+        var=var,
+        kafka_port=free_port(),
+        mongo_port=free_port(),
+        smtp_port=free_port(),
+        service_ports={name: free_port() for name in SERVICES},
+        admin_token="bench-organiser-" + uuid.uuid4().hex,
+        db_prefix="plenary_bench_" + uuid.uuid4().hex[:8],
+        extra_env=dict(STACK_ENV),
+    )
+
+
+def _stop_on_signal(signum: int, _: FrameType | None) -> None:
+    # SIGTERM and SIGHUP unwind like Ctrl-C, so the `finally` below stops the stack.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.registration_surge", description=__doc__)
+    parser.add_argument("--delegates", type=int, default=3000, help="delegates registering at once [3000]")
+    parser.add_argument("--capacity", type=int, help="places at the event [delegates // 2]")
+    parser.add_argument("--concurrency", type=int, default=64, help="registrations in flight at once [64]")
+    parser.add_argument("--runs", type=int, default=3, help="surges, each against a fresh event [3]")
+    parser.add_argument(
+        "--settle-timeout", type=float, default=600, help="seconds to wait for tickets and emails after a surge [600]"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the stack's var directory (logs, data, mail)")
+    parser.add_argument("--output", type=Path, default=RESULTS, help=f"where to write the JSON [{RESULTS}]")
+    args = parser.parse_args(argv)
+    if args.capacity is None:
+        args.capacity = args.delegates // 2
+    if args.delegates < 1 or args.concurrency < 1 or args.runs < 1 or args.capacity < 0:
+        parser.error("--delegates, --concurrency and --runs must be positive, --capacity not negative")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # Stdout carries only the JSON; anything the stack's libraries print goes to stderr.
+    report, sys.stdout = sys.stdout, sys.stderr
+    description = machine()
+    var = Path(tempfile.mkdtemp(prefix="plenary-bench-"))
+    stack = EmbeddedStack(stack_config(var))
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _stop_on_signal)
+    try:
+        print(f"starting the embedded stack in {var}", file=sys.stderr)
+        stack.start()
+        runs = asyncio.run(all_runs(stack, args))
+    except KeyboardInterrupt:
+        print("interrupted; stopping the stack", file=sys.stderr)
+        return 130
+    finally:
+        # A second Ctrl-C must not leave half the stack running.
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
+        stack.stop()
+        if args.keep:
+            print(f"kept {var}", file=sys.stderr)
+        else:
+            shutil.rmtree(var, ignore_errors=True)
+    median = median_of(runs)
+    result = {
+        "benchmark": "registration_surge",
+        "parameters": {k: args.__dict__[k] for k in ("delegates", "capacity", "concurrency", "runs")},
+        "target": TARGET,
+        "meets_target": verdict(runs, median),
+        "machine": description,
+        "median": median,
+        "runs": runs,
+    }
+    text = json.dumps(result, indent=2, ensure_ascii=False)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text + "\n")
+    print(text, file=report, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
