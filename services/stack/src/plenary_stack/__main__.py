@@ -9,6 +9,7 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from plenary_kit import logs
 from plenary_stack.demo import seed
@@ -45,7 +46,7 @@ def up() -> int:
         print(f"Plenary could not start: {exc}", file=sys.stderr, flush=True)
         stack.stop()
         return 1
-    _announce(stack, event["id"])
+    _announce(stack, event)
     while not stop.wait(1.0):
         failed = stack.failed_children()
         if failed:
@@ -59,7 +60,7 @@ def up() -> int:
     return 0
 
 
-def _announce(stack: EmbeddedStack, event_id: str) -> None:
+def _announce(stack: EmbeddedStack, event: dict[str, Any]) -> None:
     config = stack.config
     token_source = (
         "PLENARY_ADMIN_TOKEN" if os.environ.get("PLENARY_ADMIN_TOKEN") else str(stack.var / "admin.token")
@@ -76,7 +77,8 @@ def _announce(stack: EmbeddedStack, event_id: str) -> None:
         f"  Logs           {stack.var / 'log'}",
         "",
         f"  Organiser token: {token_source}",
-        f"  Demo event:      {config.url('registration')}/api/v1/events/{event_id}",
+        f"  Demo event:      {config.url('registration')}/api/v1/events/{event['id']}",
+        f"  Register here:   {config.url('registration')}/events/{event['slug']}",
         "",
         "Press Ctrl-C to stop.",
     ]
