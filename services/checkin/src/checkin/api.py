@@ -8,7 +8,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 
 from checkin import domain
-from checkin.domain import CheckinRefused
 from checkin.handlers import Devices, Scans
 from plenary_kit.auth import bearer, is_admin
 from plenary_kit.errors import ApiError
@@ -65,10 +64,6 @@ async def scanner(
 ScannerDep = Annotated[Document | None, Depends(scanner)]
 
 
-def _refused(exc: CheckinRefused) -> ApiError:
-    return ApiError(exc.status, exc.code, exc.message)
-
-
 def device_public(device: Document) -> dict[str, Any]:
     return {
         "device_id": device["_id"],
@@ -106,10 +101,7 @@ def _iso(value: datetime | None) -> str | None:
 async def scan(event_id: str, request: domain.ScanRequest, scans: ScansDep, device: ScannerDep) -> dict[str, Any]:
     if device is not None and request.gate not in device["gates"]:
         raise ApiError(403, "gate_not_assigned", f"This device is not assigned to gate {request.gate!r}.")
-    try:
-        return await scans.scan(event_id, request, device["_id"] if device else None)
-    except CheckinRefused as exc:
-        raise _refused(exc) from exc
+    return await scans.scan(event_id, request, device["_id"] if device else None)
 
 
 @router.get("/events/{event_id}/attendance", dependencies=[OrganiserDep])
@@ -141,16 +133,10 @@ async def list_devices(event_id: str, devices: DevicesDep) -> list[dict[str, Any
 
 @router.post("/devices/enrol")
 async def enrol_device(enrolment: domain.DeviceEnrol, devices: DevicesDep) -> dict[str, Any]:
-    try:
-        enrolled = await devices.enrol(enrolment.enrolment_code)
-    except CheckinRefused as exc:
-        raise _refused(exc) from exc
+    enrolled = await devices.enrol(enrolment.enrolment_code)
     return {**device_public(enrolled["device"]), "token": enrolled["token"]}
 
 
 @router.post("/devices/{device_id}/revoke", dependencies=[OrganiserDep])
 async def revoke_device(device_id: str, devices: DevicesDep) -> dict[str, Any]:
-    try:
-        return device_public(await devices.revoke(device_id))
-    except CheckinRefused as exc:
-        raise _refused(exc) from exc
+    return device_public(await devices.revoke(device_id))

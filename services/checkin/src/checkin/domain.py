@@ -13,6 +13,7 @@ from typing import Annotated, Any, Final
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from plenary_kit import events, ticketcode
+from plenary_kit.errors import ApiError
 from plenary_kit.ticketcode import MalformedCode, TicketCode
 
 # What door staff see for a delegate an organiser erased; their admission still counts.
@@ -77,14 +78,8 @@ class DeviceEnrol(BaseModel):
     enrolment_code: str = Field(min_length=1, max_length=200)
 
 
-class CheckinRefused(Exception):
+class CheckinRefused(ApiError):
     """A request the check-in service will not carry out, with the contract's stable code."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)

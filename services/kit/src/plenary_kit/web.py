@@ -54,7 +54,10 @@ def install(app: FastAPI, service: str, ready_checks: Callable[[], Awaitable[dic
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status)
+        headers = {}
+        if exc.status == 429 and "retry_after_seconds" in exc.extra:
+            headers["Retry-After"] = str(exc.extra["retry_after_seconds"])
+        return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

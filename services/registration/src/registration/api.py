@@ -38,17 +38,6 @@ RegistrationsDep = Annotated[Registrations, Depends(get_registrations)]
 ImportsDep = Annotated[Imports, Depends(get_imports)]
 
 
-async def rejected_reply(_: Request, exc: Exception) -> JSONResponse:
-    """A refused command as the contract's error body, with its extra fields (and Retry-After for 429)."""
-    assert isinstance(exc, RegistrationRejected)
-    headers = {}
-    if exc.status == 429 and "retry_after_seconds" in exc.extra:
-        headers["Retry-After"] = str(exc.extra["retry_after_seconds"])
-    return JSONResponse(
-        {"code": exc.code, "message": exc.message, **exc.extra}, status_code=exc.status, headers=headers
-    )
-
-
 def event_public(event: Document) -> dict[str, Any]:
     now = datetime.now(UTC)
     try:

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from plenary_kit.errors import ApiError
 from registration import domain
 
 MAX_BYTES = 5 * 1024 * 1024
@@ -35,14 +36,8 @@ _YES = frozenset({"yes", "y", "true", "1"})
 _NO = frozenset({"no", "n", "false", "0"})
 
 
-class ImportRefused(Exception):
+class ImportRefused(ApiError):
     """A file that cannot be imported at all (as opposed to a bad row, which is reported)."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from plenary_kit import events
+from plenary_kit.errors import ApiError
 
 PRIVACY_NOTICE_VERSION = "2026-09"
 # A delegate may ask for their ticket email again at most this often.
@@ -359,15 +360,8 @@ class RegistrationAccepted(BaseModel):
     manage_token: str
 
 
-class RegistrationRejected(Exception):
+class RegistrationRejected(ApiError):
     """A request that cannot be carried out, with the contract's stable code (and extra reply fields)."""
-
-    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.extra = extra
 
 
 def invalid(fields: list[dict[str, str]]) -> RegistrationRejected:

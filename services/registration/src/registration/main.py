@@ -8,8 +8,7 @@ from plenary_kit import web
 from plenary_kit.runtime import Runtime
 from plenary_kit.settings import ServiceSettings
 from registration import pages
-from registration.api import rejected_reply, router
-from registration.domain import RegistrationRejected
+from registration.api import router
 from registration.handlers import Registrations, expire_offers_forever
 from registration.imports import Imports, resume_imports_forever
 from registration.store import Store
@@ -30,7 +29,6 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     # Imports run as tasks of the API process; they stop before the runtime closes MongoDB.
     runtime.on_stop(imports.stop)
     app = web.service_app(runtime, "Plenary registration", router)
-    app.add_exception_handler(RegistrationRejected, rejected_reply)
     app.include_router(pages.router)
     app.state.store = store
     app.state.registrations = registrations
