@@ -355,13 +355,12 @@ def verdict(runs: list[dict[str, Any]], median: dict[str, Any]) -> dict[str, boo
     }
 
 
-async def all_runs(stack: EmbeddedStack, args: argparse.Namespace) -> list[dict[str, Any]]:
-    runs = []
+async def all_runs(stack: EmbeddedStack, args: argparse.Namespace, runs: list[dict[str, Any]]) -> None:
+    """Each run's figures go into `runs` as soon as it ends, so an interrupted benchmark still reports them."""
     for number in range(1, args.runs + 1):
         print(f"run {number}/{args.runs}: {args.delegates} delegates, {args.capacity} places", file=sys.stderr)
         runs.append(await one_run(stack, args, number))
         print(json.dumps(runs[-1]), file=sys.stderr)
-    return runs
 
 
 def stack_config(var: Path) -> StackConfig:
@@ -378,8 +377,10 @@ def stack_config(var: Path) -> StackConfig:
 
 
 def _stop_on_signal(signum: int, _: FrameType | None) -> None:
-    # SIGTERM and SIGHUP unwind like Ctrl-C, so the `finally` below stops the stack.
-    raise KeyboardInterrupt(f"signal {signum}")
+    # SIGTERM and SIGHUP unwind like Ctrl-C (asyncio.run cancels its task cleanly on SIGINT),
+    # so the `finally` in main stops the stack.
+    print(f"received signal {signum}", file=sys.stderr)
+    signal.raise_signal(signal.SIGINT)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -401,22 +402,40 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def report(args: argparse.Namespace, description: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
+    median = median_of(runs)
+    return {
+        "benchmark": "registration_surge",
+        "parameters": {k: args.__dict__[k] for k in ("delegates", "capacity", "concurrency", "runs")},
+        "runs_completed": len(runs),
+        "target": TARGET,
+        "meets_target": verdict(runs, median),
+        "machine": description,
+        "median": median,
+        "runs": runs,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # Stdout carries only the JSON; anything the stack's libraries print goes to stderr.
-    report, sys.stdout = sys.stdout, sys.stderr
+    out, sys.stdout = sys.stdout, sys.stderr
     description = machine()
     var = Path(tempfile.mkdtemp(prefix="plenary-bench-"))
     stack = EmbeddedStack(stack_config(var))
+    # Started in the background, a process inherits SIGINT ignored; the benchmark must still stop on it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _stop_on_signal)
+    runs: list[dict[str, Any]] = []
+    status = 0
     try:
         print(f"starting the embedded stack in {var}", file=sys.stderr)
         stack.start()
-        runs = asyncio.run(all_runs(stack, args))
+        asyncio.run(all_runs(stack, args, runs))
     except KeyboardInterrupt:
         print("interrupted; stopping the stack", file=sys.stderr)
-        return 130
+        status = 130
     finally:
         # A second Ctrl-C must not leave half the stack running.
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -426,21 +445,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"kept {var}", file=sys.stderr)
         else:
             shutil.rmtree(var, ignore_errors=True)
-    median = median_of(runs)
-    result = {
-        "benchmark": "registration_surge",
-        "parameters": {k: args.__dict__[k] for k in ("delegates", "capacity", "concurrency", "runs")},
-        "target": TARGET,
-        "meets_target": verdict(runs, median),
-        "machine": description,
-        "median": median,
-        "runs": runs,
-    }
-    text = json.dumps(result, indent=2, ensure_ascii=False)
+    if not runs:
+        return status or 1
+    text = json.dumps(report(args, description, runs), indent=2, ensure_ascii=False)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text + "\n")
-    print(text, file=report, flush=True)
-    return 0
+    print(text, file=out, flush=True)
+    return status
 
 
 if __name__ == "__main__":
