@@ -7,9 +7,7 @@ MongoDB instead of the embedded ones; each run then uses databases of its own.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -17,8 +15,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from plenary_stack.processes import free_port
-from plenary_stack.stack import SERVICES, EmbeddedStack, StackConfig
+from plenary_stack.stack import EmbeddedStack, StackConfig
 
 ARTEFACTS = Path(__file__).parent / "artefacts"
 
@@ -32,18 +29,7 @@ FAST_CONSUMERS = {
 
 
 def _config(var: Path) -> StackConfig:
-    return StackConfig(
-        var=var,
-        kafka_port=free_port(),
-        mongo_port=free_port(),
-        smtp_port=free_port(),
-        service_ports={name: free_port() for name in SERVICES},
-        kafka_bootstrap_servers=os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None,
-        mongodb_uri=os.environ.get("MONGODB_URI") or None,
-        admin_token="test-organiser-" + uuid.uuid4().hex,
-        db_prefix="plenary_test_" + uuid.uuid4().hex[:8],
-        extra_env={**FAST_CONSUMERS, "PLENARY_CONSUMER_GROUP_SUFFIX": "-test-" + uuid.uuid4().hex[:8]},
-    )
+    return StackConfig.isolated(var, "test", FAST_CONSUMERS)
 
 
 def _running_stack(var: Path) -> Iterator[EmbeddedStack]:

@@ -331,3 +331,59 @@ def test_delegate_carries_phase_and_local_authority() -> None:
         }
     )
     assert (delegate.phase, delegate.local_authority) == ("further_education", "St Helens")
+
+
+# Places: a batch of arrivals spends the event's counters in memory, by the same rules as one at a time.
+
+
+def _event_counters(**overrides: Any) -> dict[str, Any]:
+    return {
+        "places_left": 2,
+        "ticket_left": {"speaker": 1},
+        "session_left": {"w1": 1, "w2": 5},
+        "waitlist_seq": 4,
+        "session_wait_seq": {"w1": 2},
+        **overrides,
+    }
+
+
+def test_places_go_in_arrival_order_then_the_waiting_list_continues_its_numbering() -> None:
+    places = domain.Places.of(_event_counters())
+    first, second, third = (places.allocate("delegate", []) for _ in range(3))
+    assert first.waitlist_position is None and second.waitlist_position is None
+    assert third.waitlist_position == 5
+    assert places.places_left == 0
+
+
+def test_a_full_workshop_queues_the_delegate_without_costing_them_the_event_place() -> None:
+    places = domain.Places.of(_event_counters())
+    first = places.allocate("delegate", ["w1", "w2"])
+    second = places.allocate("delegate", ["w1", "w2"])
+    assert first.sessions == ["w1", "w2"] and first.waiting_sessions == {}
+    assert second.waitlist_position is None
+    assert second.sessions == ["w2"] and second.waiting_sessions == {"w1": 3}
+
+
+def test_a_capped_ticket_type_waitlists_its_delegates_while_other_types_still_get_places() -> None:
+    places = domain.Places.of(_event_counters(places_left=5))
+    assert places.allocate("speaker", []).waitlist_position is None
+    assert places.allocate("speaker", []).waitlist_position == 5
+    assert places.allocate("delegate", []).waitlist_position is None
+
+
+def test_spent_places_become_one_conditional_increment() -> None:
+    places = domain.Places.of(_event_counters())
+    before = places.copy()
+    places.allocate("speaker", ["w1"])
+    places.allocate("delegate", ["w1"])
+    places.allocate("delegate", [])
+    moves, floors = places.spent_since(before)
+    assert moves == {
+        "places_left": -2,
+        "waitlist_seq": 1,
+        "ticket_left.speaker": -1,
+        "session_left.w1": -1,
+        "session_wait_seq.w1": 1,
+    }
+    assert floors == {"places_left": 2, "ticket_left.speaker": 1, "session_left.w1": 1}
+    assert before.places_left == 2, "the copy is untouched"

@@ -6,6 +6,8 @@ import asyncio
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import structlog
@@ -35,8 +37,24 @@ PROCESSED = "processed_events"
 
 Handler = Callable[[Envelope, EventData, Session], Awaitable[None]]
 
+# The most events one transaction applies. A lagging consumer catches up in batches: the
+# processed-events check, the markers and the commit are paid once per batch, not once per event.
+BATCH = 50
+
 # Failures of the infrastructure, not of the event: wait them out rather than dead-letter.
 _OUTAGES = (ConnectionFailure, ServerSelectionTimeoutError, NetworkTimeout, ExecutionTimeout, WTimeoutError)
+
+
+@dataclass(frozen=True, eq=False)
+class _Pending:
+    """A record waiting to be applied, with its parsed event and the handler for its type."""
+
+    record: ConsumerRecord[bytes, bytes]
+    envelope: Envelope
+    handler: Handler
+
+    def marker(self, consumer: str) -> str:
+        return f"{consumer}:{self.envelope.id}"
 
 
 class Consumer:
@@ -104,9 +122,92 @@ class Consumer:
         while True:
             batches = await consumer.getmany(timeout_ms=500, max_records=200)
             for partition, records in batches.items():
-                for record in records:
-                    await self.handle_record(record)
+                await self.handle_records(records)
                 await consumer.commit({partition: records[-1].offset + 1})
+
+    async def handle_records(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        """Apply records of one partition in order, several to a transaction where they allow it."""
+        run: list[_Pending] = []
+        for record in records:
+            try:
+                envelope = Envelope.from_bytes(record.value)
+            except MalformedEvent as exc:
+                await self._apply_together(run)
+                run = []
+                await self._dead_letter(record, exc, attempts=1)
+                continue
+            handler = self._handlers.get(envelope.type)
+            if handler is None:
+                continue
+            run.append(_Pending(record, envelope, handler))
+            if len(run) >= BATCH:
+                await self._apply_together(run)
+                run = []
+        await self._apply_together(run)
+
+    async def _apply_together(self, run: list[_Pending]) -> None:
+        """One transaction for the run's new events; if it fails, each is applied on its own.
+
+        On its own, an event gets the full treatment: retries, waiting out an outage, the dead-letter
+        topic. The one whose handler failed in the batch has used one attempt already.
+        """
+        if len(run) <= 1:
+            for pending in run:
+                await self._handle(pending)
+            return
+        fresh: dict[str, _Pending] = {}
+        for pending in run:
+            if pending.marker(self.name) in fresh:
+                metrics.EVENTS_HANDLED.labels(self.name, pending.envelope.type, "duplicate").inc()
+            else:
+                fresh[pending.marker(self.name)] = pending
+        started = time.perf_counter()
+        failed: list[_Pending] = []
+        try:
+            seen = await self._processed.find({"_id": {"$in": list(fresh)}}, projection={"_id": 1}).to_list(None)
+            for done in seen:
+                pending = fresh.pop(done["_id"])
+                metrics.EVENTS_HANDLED.labels(self.name, pending.envelope.type, "duplicate").inc()
+            if not fresh:
+                return
+
+            async def work(session: Session) -> None:
+                failed.clear()
+                now = datetime.now(UTC)
+                await self._processed.insert_many(
+                    [{"_id": marker, "processed_at": now} for marker in fresh], session=session
+                )
+                for pending in fresh.values():
+                    with self._bound(pending.envelope):
+                        try:
+                            await pending.handler(pending.envelope, pending.envelope.payload(), session)
+                        except Exception:
+                            failed.append(pending)
+                            raise
+
+            await in_transaction(self._client, work)
+        except Exception as exc:
+            log.info("event_batch_split", events=len(fresh), error=type(exc).__name__)
+            for pending in fresh.values():
+                await self._handle(pending, attempts=1 if pending in failed else 0)
+            return
+        elapsed = (time.perf_counter() - started) / len(fresh)
+        for pending in fresh.values():
+            metrics.EVENT_SECONDS.labels(self.name).observe(elapsed)
+            metrics.EVENTS_HANDLED.labels(self.name, pending.envelope.type, "applied").inc()
+        self._after_commit()
+
+    def _bound(self, envelope: Envelope) -> AbstractContextManager[None]:
+        return structlog.contextvars.bound_contextvars(
+            correlation_id=envelope.correlationid,
+            causation_id=envelope.id,
+            event_type=envelope.type,
+            consumer=self.name,
+        )
+
+    async def _handle(self, pending: _Pending, attempts: int = 0) -> None:
+        with self._bound(pending.envelope):
+            await self._apply(pending.record, pending.envelope, pending.handler, attempts)
 
     async def handle_record(self, record: ConsumerRecord[bytes, bytes]) -> None:
         """Apply one record; returns once it is applied, skipped or dead-lettered."""
@@ -118,18 +219,14 @@ class Consumer:
         handler = self._handlers.get(envelope.type)
         if handler is None:
             return
-        with structlog.contextvars.bound_contextvars(
-            correlation_id=envelope.correlationid,
-            causation_id=envelope.id,
-            event_type=envelope.type,
-            consumer=self.name,
-        ):
-            await self._apply(record, envelope, handler)
+        await self._handle(_Pending(record, envelope, handler))
 
-    async def _apply(self, record: ConsumerRecord[bytes, bytes], envelope: Envelope, handler: Handler) -> None:
+    async def _apply(
+        self, record: ConsumerRecord[bytes, bytes], envelope: Envelope, handler: Handler, attempts: int = 0
+    ) -> None:
         data = envelope.payload()
         marker = f"{self.name}:{envelope.id}"
-        attempt = 0
+        attempt = attempts
         outage_wait = self._retry_base
         while True:
             started = time.perf_counter()

@@ -524,6 +524,92 @@ def resend_wait(last_requested: datetime | None, now: datetime) -> int:
 
 
 @dataclass(frozen=True)
+class Allocation:
+    """Where one new registration lands: a place (with the workshops it could get) or the waiting list."""
+
+    sessions: list[str]
+    # Workshops the delegate queues for, with their place in each queue.
+    waiting_sessions: dict[str, int] = field(default_factory=dict)
+    # Set when there is no place: the delegate's place on the event's waiting list.
+    waitlist_position: int | None = None
+
+
+@dataclass
+class Places:
+    """An event's capacity counters as read in one transaction, spent in memory by a batch of arrivals.
+
+    The same rules as taking places one conditional update at a time: an event place and a ticket-type
+    place (when the type is capped) are needed for a place at all; then each workshop wanted is held
+    when it has room and queued for when it has none. No event place means the event's waiting list.
+    """
+
+    places_left: int
+    ticket_left: dict[str, int]
+    session_left: dict[str, int]
+    waitlist_seq: int
+    session_wait_seq: dict[str, int]
+
+    @classmethod
+    def of(cls, event: Mapping[str, Any]) -> Places:
+        return cls(
+            places_left=int(event["places_left"]),
+            ticket_left={code: int(n) for code, n in event.get("ticket_left", {}).items()},
+            session_left={code: int(n) for code, n in event.get("session_left", {}).items()},
+            waitlist_seq=int(event.get("waitlist_seq", 0)),
+            session_wait_seq={code: int(n) for code, n in event.get("session_wait_seq", {}).items()},
+        )
+
+    def copy(self) -> Places:
+        return Places(
+            self.places_left,
+            dict(self.ticket_left),
+            dict(self.session_left),
+            self.waitlist_seq,
+            dict(self.session_wait_seq),
+        )
+
+    def allocate(self, ticket_type: str, wanted: list[str]) -> Allocation:
+        capped = ticket_type in self.ticket_left
+        if self.places_left <= 0 or (capped and self.ticket_left[ticket_type] <= 0):
+            self.waitlist_seq += 1
+            return Allocation(sessions=list(wanted), waitlist_position=self.waitlist_seq)
+        self.places_left -= 1
+        if capped:
+            self.ticket_left[ticket_type] -= 1
+        held: list[str] = []
+        waiting: dict[str, int] = {}
+        for code in wanted:
+            if self.session_left.get(code, 0) > 0:
+                self.session_left[code] -= 1
+                held.append(code)
+            else:
+                self.session_wait_seq[code] = self.session_wait_seq.get(code, 0) + 1
+                waiting[code] = self.session_wait_seq[code]
+        return Allocation(sessions=held, waiting_sessions=waiting)
+
+    def spent_since(self, before: Places) -> tuple[dict[str, int], dict[str, int]]:
+        """The counter moves from `before` to now as an `$inc`, and the floor each decreased counter needs."""
+        moves: dict[str, int] = {}
+        floors: dict[str, int] = {}
+
+        def move(name: str, old: int, new: int) -> None:
+            if new != old:
+                moves[name] = new - old
+            if new < old:
+                floors[name] = old - new
+
+        move("places_left", before.places_left, self.places_left)
+        move("waitlist_seq", before.waitlist_seq, self.waitlist_seq)
+        for code, left in self.ticket_left.items():
+            move(f"ticket_left.{code}", before.ticket_left[code], left)
+        for code, left in self.session_left.items():
+            move(f"session_left.{code}", before.session_left[code], left)
+        for code, seq in self.session_wait_seq.items():
+            move(f"session_wait_seq.{code}", before.session_wait_seq.get(code, 0), seq)
+        return moves, floors
+
+
+@dataclass(frozen=True)
 class SessionMoves:
     """How a registration holding a place moves from its workshops to the ones now wanted."""
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
@@ -21,10 +22,13 @@ from plenary_kit.mongo import Document, Session, in_transaction
 from plenary_kit.outbox import Outbox
 from plenary_kit.web import correlation_id
 from registration import domain
+from registration.admissions import AdmissionDesk
 from registration.domain import RegistrationRejected, Status
 from registration.store import Store
 
 SOURCE = "registration"
+# How long a read of an event serves to check registrations against; the admission re-reads it anyway.
+EVENT_MEMORY_SECONDS = 1.0
 # How often the offer-expiry loop looks for offers past their time, and how many it ends per round.
 OFFER_POLL_SECONDS = 2.0
 OFFER_BATCH = 100
@@ -39,6 +43,25 @@ CancelReason = Literal["cancelled", "offer_expired", "erased"]
 class Reply:
     status: int
     body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """A delegate's registration, checked and waiting at the admission desk."""
+
+    request: domain.RegistrationCreate
+    fields: Document
+    # The event's `updated_at` when the fields were checked; a later change means checking again.
+    checked_against: datetime | None
+    registration_id: str
+    token: str
+    key: str | None
+    fingerprint: str
+    correlation: str
+
+
+class PlacesMoved(Exception):
+    """The event's counters changed under a batch; its arrivals are admitted one at a time instead."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +90,9 @@ class Registrations:
         # Every registration for one event updates the same counter document; letting only a few
         # transactions reach it at once keeps write conflicts, and so latency, low under a surge.
         self._admission = asyncio.Semaphore(concurrent_transactions)
+        self._desk: AdmissionDesk[Arrival, Reply] = AdmissionDesk(self._admit_arrivals)
+        # Events as recently read, to check a registration before it joins the desk's queue.
+        self._recent_events: dict[str, tuple[float, Document]] = {}
 
     async def _transaction(self, work: Callable[[Session], Awaitable[T]]) -> T:
         async with self._admission:
@@ -130,11 +156,15 @@ class Registrations:
             assert updated is not None
             return updated
 
-        return await self._transaction(work)
+        try:
+            return await self._transaction(work)
+        finally:
+            self._recent_events.pop(event_id, None)
 
     async def set_registration_open(self, event_id: str, open_: bool) -> Document:
         """Close an event to new registrations, or open it again (its window still applies)."""
         event = await self._store.set_closed(event_id, not open_, datetime.now(UTC))
+        self._recent_events.pop(event_id, None)
         if event is None:
             raise domain.event_not_found()
         return event
@@ -142,30 +172,182 @@ class Registrations:
     # Registering
 
     async def register(self, event_id: str, request: domain.RegistrationCreate, idempotency_key: str | None) -> Reply:
-        """A delegate registers: 201 {id, status, manage_token}; the same Idempotency-Key replays the reply."""
+        """A delegate registers: 201 {id, status, manage_token}; the same Idempotency-Key replays the reply.
+
+        The request is checked here against the event as recently read, then waits at the admission
+        desk, which admits it together with everyone else registering for the event at that moment.
+        """
         key = f"{event_id}:{idempotency_key}" if idempotency_key else None
         fingerprint = _fingerprint(request)
         if key:
             earlier = await self._replay(key, fingerprint)
             if earlier:
                 return earlier
+        event, fields = await self._checked(event_id, request)
+        arrival = Arrival(
+            request=request,
+            fields=fields,
+            checked_against=event.get("updated_at"),
+            registration_id=str(uuid.uuid4()),
+            token=new_token(),
+            key=key,
+            fingerprint=fingerprint,
+            correlation=correlation_id(),
+        )
+        return await self._desk.submit(event_id, arrival)
+
+    async def _checked(self, event_id: str, request: domain.RegistrationCreate) -> tuple[Document, Document]:
+        """The event and the request's fields checked against it. A refusal based on a remembered copy
+        of the event is only given after reading the event again."""
+        cached = self._recent_events.get(event_id)
+        if cached is not None and time.monotonic() - cached[0] < EVENT_MEMORY_SECONDS:
+            try:
+                domain.check_window(cached[1], datetime.now(UTC))
+                return cached[1], _registration_fields(cached[1], request)
+            except RegistrationRejected:
+                pass
+        event = await self._event(event_id)
+        self._recent_events[event_id] = (time.monotonic(), event)
+        domain.check_window(event, datetime.now(UTC))
+        return event, _registration_fields(event, request)
+
+    async def _admit_arrivals(self, event_id: str, arrivals: list[Arrival]) -> list[Reply | Exception]:
+        """Admit a batch in one transaction; what cannot go together is admitted one at a time after it.
+
+        Two arrivals with the same address or Idempotency-Key wait for the batch to commit, so the
+        second meets the first as already registered (or replays its reply). Should the batch meet a
+        registration made elsewhere in the meantime (a duplicate key), each arrival is admitted on its
+        own, which sorts out precisely who gets which answer.
+        """
+        outcomes: list[Reply | Exception | None] = [None] * len(arrivals)
+        together: list[int] = []
+        alone: list[int] = []
+        seen: set[str] = set()
+        for index, arrival in enumerate(arrivals):
+            marks = {f"email:{arrival.fields['email_key']}", *([f"key:{arrival.key}"] if arrival.key else [])}
+            (alone if marks & seen else together).append(index)
+            seen |= marks
+        if together:
+
+            async def work(session: Session) -> list[Reply | Exception]:
+                return await self._admit_together(event_id, [arrivals[i] for i in together], session)
+
+            try:
+                admitted = await self._transaction(work)
+            except (DuplicateKeyError, PlacesMoved) as exc:
+                log.info("admission_batch_split", size=len(together), error=type(exc).__name__)
+                alone = sorted(together + alone)
+            else:
+                for index, outcome in zip(together, admitted, strict=True):
+                    outcomes[index] = outcome
+        for index in alone:
+            try:
+                outcomes[index] = await self._admit_alone(event_id, arrivals[index])
+            except Exception as exc:  # this delegate's answer; the others' stand
+                outcomes[index] = exc
+        return _settled(outcomes)
+
+    async def _admit_together(
+        self, event_id: str, arrivals: list[Arrival], session: Session
+    ) -> list[Reply | Exception]:
+        """Place every arrival in order from one read of the event's counters, then write it all at once."""
+        now = datetime.now(UTC)
+        event = await self._store.event(event_id, session)
+        if event is None:
+            return [domain.event_not_found() for _ in arrivals]
+        outcomes: list[Reply | Exception | None] = [None] * len(arrivals)
+        candidates: list[tuple[int, Arrival, Document]] = []
+        for index, arrival in enumerate(arrivals):
+            try:
+                domain.check_window(event, now)
+                unchanged = event.get("updated_at") == arrival.checked_against
+                fields = arrival.fields if unchanged else _registration_fields(event, arrival.request)
+            except RegistrationRejected as exc:
+                outcomes[index] = exc
+                continue
+            candidates.append((index, arrival, fields))
+        emails = [fields["email_key"] for _, _, fields in candidates]
+        taken = await self._store.registered_email_keys(event_id, emails, session=session) if emails else set()
+        places = domain.Places.of(event)
+        before = places.copy()
+        registrations: list[Document] = []
+        waits: list[Document] = []
+        caused: list[Envelope] = []
+        replies: list[Document] = []
+        for index, arrival, fields in candidates:
+            if fields["email_key"] in taken:
+                outcomes[index] = domain.already_registered([fields["email"]])
+                continue
+            consent = _consent("delegate", now)
+            registration = _new(arrival.registration_id, event_id, fields, arrival.token, consent, now)
+            allocation = places.allocate(registration["ticket_type"], registration["sessions"])
+            caused.append(self._placed(event, registration, allocation, arrival.token, arrival.correlation))
+            waits += [
+                {"event_id": event_id, "session": code, "position": position, "registration_id": registration["_id"]}
+                for code, position in allocation.waiting_sessions.items()
+            ]
+            registrations.append(registration)
+            reply = Reply(
+                201,
+                domain.RegistrationAccepted(
+                    id=registration["_id"], status=registration["status"], manage_token=arrival.token
+                ).model_dump(mode="json"),
+            )
+            if arrival.key:
+                replies.append({"_id": arrival.key, "fingerprint": arrival.fingerprint, **asdict(reply)})
+            outcomes[index] = reply
+        moves, floors = places.spent_since(before)
+        if not await self._store.spend_places(event, moves, floors, session):
+            raise PlacesMoved()
+        await self._store.insert_registrations(registrations, session)
+        await self._store.add_session_waits(waits, session)
+        await self._store.remember_replies(replies, now, session)
+        if caused:
+            await self._outbox.add(session, *caused)
+        return _settled(outcomes)
+
+    def _placed(
+        self, event: Document, registration: Document, allocation: domain.Allocation, token: str, correlation: str
+    ) -> Envelope:
+        """Record where the allocation put a new registration; the event that tells the other services."""
+        sealed = sealing.seal(token, self._link_key, context=registration["_id"])
+        registration["sessions"] = allocation.sessions
+        registration["waiting_sessions"] = list(allocation.waiting_sessions)
+        data: events.EventData
+        if allocation.waitlist_position is None:
+            registration["status"] = Status.CONFIRMED
+            data = events.RegistrationConfirmed(**_snapshot(event, registration), manage_token_sealed=sealed)
+        else:
+            registration["status"] = Status.WAITLISTED
+            registration["waitlist_position"] = allocation.waitlist_position
+            data = events.RegistrationWaitlisted(
+                **_snapshot(event, registration), position=allocation.waitlist_position, manage_token_sealed=sealed
+            )
+        return _new_event(data, registration["_id"], correlation)
+
+    async def _admit_alone(self, event_id: str, arrival: Arrival) -> Reply:
+        """One arrival in a transaction of its own, with every conflict answered as the delegate expects."""
+        key, fingerprint, fields = arrival.key, arrival.fingerprint, arrival.fields
+        if key:
+            earlier = await self._replay(key, fingerprint)
+            if earlier:
+                return earlier
         event = await self._event(event_id)
         domain.check_window(event, datetime.now(UTC))
-        fields = _registration_fields(event, request)
+        if event.get("updated_at") != arrival.checked_against:
+            fields = _registration_fields(event, arrival.request)
         if await self._store.registration_by_email_key(event_id, fields["email_key"]):
             raise domain.already_registered([fields["email"]])
-        token = new_token()
-        registration_id = str(uuid.uuid4())
 
         async def work(session: Session) -> Reply:
             now = datetime.now(UTC)
             consent = _consent("delegate", now)
-            registration = _new(registration_id, event_id, fields, token, consent, now)
-            registration = await self._admit(event, registration, token, session)
+            registration = _new(arrival.registration_id, event_id, fields, arrival.token, consent, now)
+            registration = await self._admit(event, registration, arrival.token, session, arrival.correlation)
             reply = Reply(
                 201,
                 domain.RegistrationAccepted(
-                    id=registration_id, status=registration["status"], manage_token=token
+                    id=registration["_id"], status=registration["status"], manage_token=arrival.token
                 ).model_dump(mode="json"),
             )
             if key:
@@ -298,7 +480,9 @@ class Registrations:
             raise domain.event_not_found()
         return event
 
-    async def _admit(self, event: Document, registration: Document, token: str, session: Session) -> Document:
+    async def _admit(
+        self, event: Document, registration: Document, token: str, session: Session, correlation: str | None = None
+    ) -> Document:
         """Give a new registration a place (or a place on the waiting list), save it and its first event."""
         sealed = sealing.seal(token, self._link_key, context=registration["_id"])
         if await self._hold(event, registration, session):
@@ -314,7 +498,7 @@ class Registrations:
                 **_snapshot(event, registration), position=position, manage_token_sealed=sealed
             )
         await self._store.insert_registration(registration, session)
-        await self._outbox.add(session, _new_event(data, registration["_id"]))
+        await self._outbox.add(session, _new_event(data, registration["_id"], correlation))
         return registration
 
     async def _hold(self, event: Document, registration: Document, session: Session) -> bool:
@@ -808,5 +992,13 @@ def _updated_event(event: Document, registration: Document) -> Envelope:
     return _new_event(events.RegistrationUpdated(**_snapshot(event, registration), status=status), registration["_id"])
 
 
-def _new_event(data: events.EventData, registration_id: str) -> Envelope:
-    return Envelope.new(data, source=SOURCE, subject=registration_id, correlation_id=correlation_id())
+def _new_event(data: events.EventData, registration_id: str, correlation: str | None = None) -> Envelope:
+    return Envelope.new(data, source=SOURCE, subject=registration_id, correlation_id=correlation or correlation_id())
+
+
+def _settled(outcomes: list[Reply | Exception | None]) -> list[Reply | Exception]:
+    """Every arrival's outcome, once each has one."""
+    settled = [outcome for outcome in outcomes if outcome is not None]
+    if len(settled) != len(outcomes):
+        raise RuntimeError("an arrival was left without an answer")
+    return settled

@@ -86,6 +86,18 @@ class Store:
         result = await self.events.update_one(condition, {"$inc": decrement}, session=session)
         return result.modified_count == 1
 
+    async def spend_places(
+        self, event: Document, moves: dict[str, int], floors: dict[str, int], session: Session
+    ) -> bool:
+        """Move many counters at once, as a batch of arrivals spent them; nothing moves if any floor fails."""
+        if not moves:
+            return True
+        condition: Document = {"_id": event["_id"], **_limits_of(event)}
+        for counter, floor in floors.items():
+            condition[counter] = {"$gte": floor}
+        result = await self.events.update_one(condition, {"$inc": moves}, session=session)
+        return result.modified_count == 1
+
     async def release_place(self, event: Document, ticket_type: str, sessions: list[str], session: Session) -> None:
         """Give back what take_place took; `event` must be read in the same transaction."""
         increment = dict.fromkeys(["places_left", *_limited_counters(event, ticket_type, sessions)], 1)
@@ -139,6 +151,13 @@ class Store:
         )
         return position
 
+    async def add_session_waits(self, waits: list[Document], session: Session) -> None:
+        """Queue places already numbered by the caller: `{event_id, session, position, registration_id}`."""
+        if waits:
+            await self.session_waits.insert_many(
+                [{"_id": f"{w['registration_id']}:{w['session']}", **w} for w in waits], session=session
+            )
+
     async def first_session_waiter(self, event_id: str, code: str, session: Session) -> Document | None:
         return await self.session_waits.find_one(
             {"event_id": event_id, "session": code}, sort=[("position", ASCENDING)], session=session
@@ -159,6 +178,10 @@ class Store:
     async def insert_registration(self, registration: Document, session: Session) -> None:
         await self.registrations.insert_one(registration, session=session)
 
+    async def insert_registrations(self, registrations: list[Document], session: Session) -> None:
+        if registrations:
+            await self.registrations.insert_many(registrations, session=session)
+
     async def registration(self, registration_id: str, session: Session | None = None) -> Document | None:
         return await self.registrations.find_one({"_id": registration_id}, session=session)
 
@@ -171,12 +194,13 @@ class Store:
         )
 
     async def registered_email_keys(
-        self, event_id: str, email_keys: list[str], except_ids: Iterable[str] = ()
+        self, event_id: str, email_keys: list[str], except_ids: Iterable[str] = (), session: Session | None = None
     ) -> set[str]:
-        found = await self.registrations.find(
-            {"event_id": event_id, "email_key": {"$in": email_keys}, "_id": {"$nin": list(except_ids)}},
-            projection={"email_key": 1},
-        ).to_list(None)
+        query: Document = {"event_id": event_id, "email_key": {"$in": email_keys}}
+        excluded = list(except_ids)
+        if excluded:
+            query["_id"] = {"$nin": excluded}
+        found = await self.registrations.find(query, projection={"email_key": 1}, session=session).to_list(None)
         return {r["email_key"] for r in found}
 
     async def registrations_for(self, event_id: str) -> list[Document]:
@@ -229,6 +253,11 @@ class Store:
             {"_id": key, "fingerprint": fingerprint, "status": status, "body": body, "created_at": now},
             session=session,
         )
+
+    async def remember_replies(self, replies: list[Document], now: datetime, session: Session) -> None:
+        """Several first replies at once: `{_id: key, fingerprint, status, body}` each."""
+        if replies:
+            await self.idempotency.insert_many([{**r, "created_at": now} for r in replies], session=session)
 
     async def begin_reply(self, key: str, fingerprint: str, plan: list[Document], now: datetime) -> None:
         """A reply that takes several transactions: the plan is kept so a retry finishes the same work."""
