@@ -17,12 +17,13 @@ import zxingcpp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import RecordMetadata
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from PIL import Image
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from plenary_kit import events, ticketcode, topics
+from plenary_kit import events, qr, ticketcode, topics
 from plenary_kit.auth import hash_token, new_token
 from plenary_kit.envelope import Envelope
 from plenary_kit.mongo import Document, Session, connect, in_transaction
@@ -31,6 +32,7 @@ from plenary_stack.stack import EmbeddedStack
 from ticketing.handlers import Tickets
 from ticketing.main import SERVICE, create_app
 from ticketing.store import Store
+from ticketing.vault import KeyUnreadable, Vault
 
 ADMIN_TOKEN = "test-admin"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -117,6 +119,9 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 30.0
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not met within {timeout} s")
         await asyncio.sleep(0.05)
+
+
+START = datetime(2027, 3, 4, 9, 0, tzinfo=UTC)
 
 
 def a_conference() -> events.EventSummary:
@@ -421,7 +426,7 @@ async def test_keys_of_an_event_without_tickets_are_an_empty_list(ticketing: Tic
     reply = await ticketing.http.get(f"/api/v1/events/{event_id}/keys")
 
     assert reply.status_code == 200
-    assert reply.json() == {"event_id": event_id, "keys": []}
+    assert reply.json() == {"event_id": event_id, "keys": [], "sessions": []}
 
 
 async def test_first_tickets_issued_at_once_for_one_event_share_one_signing_key(ticketing: Ticketing) -> None:
@@ -491,16 +496,37 @@ async def test_changed_ticket_type_replaces_the_ticket_with_one_the_door_reads_a
     assert (data.ticket_id, data.ticket_type, data.code) == (current["ticket_id"], "speaker", current["code"])
 
 
-async def test_update_that_keeps_the_ticket_type_keeps_the_ticket(ticketing: Ticketing) -> None:
+async def test_update_that_keeps_ticket_type_and_workshops_keeps_the_ticket(ticketing: Ticketing) -> None:
     delegate = a_delegate()
     await publish(ticketing, confirmed(delegate, ticket_type="guest"))
     ticket = await ticket_of(ticketing, delegate)
 
-    await until_consumed(ticketing, await publish(ticketing, updated(delegate, "guest", ["workshop-b"])))
+    await until_consumed(ticketing, await publish(ticketing, updated(delegate, "guest")))
 
     assert await ticket_of(ticketing, delegate) == ticket
     assert await ticketing.db["tickets"].count_documents({"registration_id": delegate.registration_id}) == 1
     assert await ticketing.db["outbox"].count_documents({"key": delegate.registration_id}) == 1
+
+
+async def test_changed_workshops_replace_the_code_with_one_carrying_the_new_entitlements(ticketing: Ticketing) -> None:
+    event = a_conference().model_copy(update={"sessions": [
+        events.SessionSummary(code=c, title=t, starts_at=START, ends_at=START)
+        for c, t in (("workshop-a", "Leading through change"), ("workshop-b", "Inclusion and SEN"), ("panel", "Panel"))
+    ]})
+    delegate = a_delegate(event)
+    await publish(ticketing, confirmed(delegate))
+    first = await ticket_of(ticketing, delegate)
+
+    await until_consumed(ticketing, await publish(ticketing, updated(delegate, "delegate", ["panel", "workshop-a"])))
+
+    current = await ticket_of(ticketing, delegate)
+    assert current["ticket_id"] != first["ticket_id"]
+    assert current["sessions"] == ["panel", "workshop-a"]
+    keys = (await ticketing.http.get(f"/api/v1/events/{event.id}/keys")).json()
+    assert keys["sessions"] == ["workshop-a", "workshop-b", "panel"]
+    code = ticketcode.decode(str(current["code"]))
+    assert [keys["sessions"][n] for n in code.entitlements] == ["workshop-a", "panel"]
+    assert qr.version_of(str(current["code"])) <= qr.MAX_VERSION
 
 
 async def test_erased_registration_has_its_ticket_revoked_and_its_manage_link_forgotten(ticketing: Ticketing) -> None:
@@ -546,7 +572,7 @@ async def test_database_from_before_reissue_keeps_one_valid_ticket_per_registrat
 ) -> None:
     client = connect(infrastructure.config.mongo)
     try:
-        store = Store(client[f"{DB_PREFIX}_migration_{uuid.uuid4().hex[:6]}"])
+        store = Store(client[f"{DB_PREFIX}_migration_{uuid.uuid4().hex[:6]}"], Vault(bytes(32)))
         await store.tickets.create_index("registration_id", unique=True)
 
         await store.prepare()
@@ -561,3 +587,159 @@ async def test_database_from_before_reissue_keeps_one_valid_ticket_per_registrat
             await store.tickets.insert_one({"registration_id": "r1", "status": "valid"})
     finally:
         await client.close()
+
+
+def _keys(reply: httpx.Response) -> dict[str, bytes]:
+    return {k["key_id"]: base64.urlsafe_b64decode(k["public_key"]) for k in reply.json()["keys"]}
+
+
+async def test_rotated_key_signs_new_tickets_while_earlier_ones_still_verify(ticketing: Ticketing) -> None:
+    early = a_delegate()
+    late = a_delegate(early.event)
+    await publish(ticketing, confirmed(early))
+    before = await ticket_of(ticketing, early)
+    url = f"/api/v1/events/{early.event.id}/keys/rotate"
+
+    refused = await ticketing.http.post(url)
+    rotated = await ticketing.http.post(url, headers=ADMIN)
+    await publish(ticketing, confirmed(late))
+    after = await ticket_of(ticketing, late)
+
+    assert (refused.status_code, refused.json()["code"]) == (401, "unauthenticated")
+    assert rotated.status_code == 201, rotated.text
+    new_key = rotated.json()
+    assert ticketcode.decode(str(after["code"])).key_id == new_key["key_id"] == after["key_id"]
+    assert ticketcode.decode(str(before["code"])).key_id != new_key["key_id"]
+    published = await ticketing.http.get(f"/api/v1/events/{early.event.id}/keys")
+    assert [k["active"] for k in published.json()["keys"]] == [False, True]
+    trusted = _keys(published)
+    for ticket in (before, after):
+        assert ticketcode.check(str(ticket["code"]), early.event.id, trusted).verdict == "valid"
+    unknown = await ticketing.http.post(f"/api/v1/events/{uuid.uuid4()}/keys/rotate", headers=ADMIN)
+    assert (unknown.status_code, unknown.json()["code"]) == (404, "no_signing_key")
+
+
+async def test_signing_keys_are_sealed_at_rest_and_raw_keys_from_before_are_sealed_at_start(
+    ticketing: Ticketing, infrastructure: EmbeddedStack
+) -> None:
+    delegate = a_delegate()
+    await publish(ticketing, confirmed(delegate))
+    await ticket_of(ticketing, delegate)
+    [stored] = await ticketing.db["signing_keys"].find({"event_id": delegate.event.id}).to_list(None)
+    assert "private_key" not in stored
+    assert len(bytes(stored["private_key_sealed"])) == 12 + 32 + 16
+
+    client = connect(infrastructure.config.mongo)
+    try:
+        db = client[f"{DB_PREFIX}_sealing_{uuid.uuid4().hex[:6]}"]
+        raw = Ed25519PrivateKey.generate()
+        public = ticketcode.public_bytes(raw)
+        key_id = ticketcode.key_id_of(public)
+        await db["signing_keys"].insert_one({
+            "_id": key_id, "event_id": "e1", "algorithm": "Ed25519", "public_key": public,
+            "private_key": raw.private_bytes_raw(), "created_at": datetime.now(UTC), "active": True,
+        })
+        vault = Vault(bytes(range(32)))
+        store = Store(db, vault)
+
+        await store.prepare()
+        await store.prepare()
+
+        row = await db["signing_keys"].find_one({"_id": key_id})
+        assert row is not None and "private_key" not in row
+        assert vault.unseal(bytes(row["private_key_sealed"]), "e1", key_id, row["sealed_by"]) == raw.private_bytes_raw()
+        with pytest.raises(KeyUnreadable):
+            await Store(db, Vault(bytes(32))).prepare()
+    finally:
+        await client.close()
+
+
+async def test_organiser_reissue_revokes_the_old_code_and_announces_both(ticketing: Ticketing) -> None:
+    delegate = a_delegate()
+    await publish(ticketing, confirmed(delegate, ticket_type="speaker"))
+    old = await ticket_of(ticketing, delegate)
+    url = f"/api/v1/registrations/{delegate.registration_id}/ticket/reissue"
+
+    by_delegate = await ticketing.http.post(url, headers=delegate.headers)
+    reply = await ticketing.http.post(url, headers={**ADMIN, "X-Correlation-ID": "reissue-at-the-desk"})
+
+    assert (by_delegate.status_code, by_delegate.json()["code"]) == (401, "unauthenticated")
+    assert reply.status_code == 201, reply.text
+    new = reply.json()
+    assert new["ticket_id"] != old["ticket_id"] and new["code"] != old["code"]
+    assert (new["status"], new["ticket_type"]) == ("valid", "speaker")
+    assert await ticket_of(ticketing, delegate) == new
+    stored = await ticketing.db["tickets"].find_one({"_id": old["ticket_id"]})
+    assert stored is not None and (stored["status"], stored["reason"]) == ("revoked", "reissued")
+
+    on_topic = await read_envelopes(
+        ticketing.bootstrap, topics.TICKETING,
+        lambda seen: any(e.correlationid == "reissue-at-the-desk" and e.type == "ticket.issued" for e in seen),
+    )
+    ours = [e for e in on_topic if e.correlationid == "reissue-at-the-desk"]
+    assert [(e.type, e.data["ticket_id"]) for e in ours] == [
+        ("ticket.revoked", old["ticket_id"]), ("ticket.issued", new["ticket_id"])
+    ]
+
+    await publish(ticketing, cancelled(delegate))
+    await eventually(
+        lambda: _status(ticketing, delegate, "revoked"), what="the reissued ticket being revoked on cancellation"
+    )
+    again = await ticketing.http.post(url, headers=ADMIN)
+    assert (again.status_code, again.json()["code"]) == (409, "no_valid_ticket")
+
+
+async def _status(service: Ticketing, delegate: Delegate, status: str) -> bool:
+    reply = await service.http.get(f"/api/v1/registrations/{delegate.registration_id}/ticket", headers=ADMIN)
+    return bool(reply.json()["status"] == status)
+
+
+async def test_revocation_list_gives_devices_only_what_is_new_since_their_version(ticketing: Ticketing) -> None:
+    event = a_conference()
+    delegates = [a_delegate(event) for _ in range(3)]
+    for delegate in delegates:
+        await publish(ticketing, confirmed(delegate))
+    tickets = [await ticket_of(ticketing, d) for d in delegates]
+    url = f"/api/v1/events/{event.id}/revocations"
+
+    empty = await ticketing.http.get(url, headers=ADMIN)
+    await until_consumed(ticketing, await publish(ticketing, cancelled(delegates[0])))
+    await until_consumed(ticketing, await publish(ticketing, erased(delegates[1])))
+    first = await ticketing.http.get(url, headers=ADMIN)
+    await until_consumed(ticketing, await publish(ticketing, cancelled(delegates[2])))
+    await until_consumed(ticketing, await publish(ticketing, cancelled(delegates[2])))
+    delta = await ticketing.http.get(url, params={"since": first.json()["version"]}, headers=ADMIN)
+    paged = await ticketing.http.get(url, params={"since": 0, "limit": 2}, headers=ADMIN)
+
+    assert empty.json() == {"event_id": event.id, "since": 0, "version": 0, "complete": True, "revoked": []}
+    assert [(r["ticket_id"], r["reason"], r["version"]) for r in first.json()["revoked"]] == [
+        (tickets[0]["ticket_id"], "cancelled", 1), (tickets[1]["ticket_id"], "erased", 2)
+    ]
+    assert first.json()["version"] == 2
+    assert [r["ticket_id"] for r in delta.json()["revoked"]] == [tickets[2]["ticket_id"]]
+    assert (delta.json()["since"], delta.json()["version"], delta.json()["complete"]) == (2, 3, True)
+    assert (paged.json()["version"], paged.json()["complete"], len(paged.json()["revoked"])) == (2, False, 2)
+    nobody = await ticketing.http.get(url)
+    assert (nobody.status_code, nobody.json()["code"]) == (401, "unauthenticated")
+    bad = await ticketing.http.get(url, params={"since": -1}, headers=ADMIN)
+    assert (bad.status_code, bad.json()["code"]) == (422, "validation_error")
+
+
+async def test_printable_ticket_is_a_pdf_for_its_delegate_and_refused_once_revoked(ticketing: Ticketing) -> None:
+    delegate = a_delegate()
+    await publish(ticketing, confirmed(delegate, ticket_type="future-heads"))
+    ticket = await ticket_of(ticketing, delegate)
+    url = f"/api/v1/tickets/{ticket['ticket_id']}/ticket.pdf"
+
+    reply = await ticketing.http.get(url, headers=delegate.headers)
+    nobody = await ticketing.http.get(url)
+
+    assert reply.status_code == 200
+    assert reply.headers["content-type"] == "application/pdf"
+    assert reply.headers["cache-control"] == "private, no-store"
+    assert reply.content.startswith(b"%PDF-")
+    assert (nobody.status_code, nobody.json()["code"]) == (401, "unauthenticated")
+
+    await until_consumed(ticketing, await publish(ticketing, cancelled(delegate)))
+    revoked = await ticketing.http.get(url, headers=ADMIN)
+    assert (revoked.status_code, revoked.json()["code"]) == (409, "ticket_revoked")

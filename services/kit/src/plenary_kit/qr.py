@@ -6,7 +6,6 @@ import io
 
 import qrcode
 import qrcode.constants
-import qrcode.image.svg
 
 # Level M survives a scuffed phone screen or a creased printout; codes stay within version 10.
 _LEVEL = qrcode.constants.ERROR_CORRECT_M
@@ -22,6 +21,11 @@ def _matrix(code: str, box_size: int) -> qrcode.QRCode:
     return qr
 
 
+def modules(code: str) -> list[list[bool]]:
+    """The code's module matrix, quiet zone included, for drawing it by other means (a PDF)."""
+    return [list(row) for row in _matrix(code, 1).get_matrix()]
+
+
 def version_of(code: str) -> int:
     return int(_matrix(code, 1).version)
 
@@ -33,7 +37,29 @@ def png(code: str, box_size: int = 8) -> bytes:
 
 
 def svg(code: str, box_size: int = 10) -> bytes:
-    image = _matrix(code, box_size).make_image(image_factory=qrcode.image.svg.SvgPathImage)
-    buffer = io.BytesIO()
-    image.save(buffer)
-    return buffer.getvalue()
+    """An SVG `box_size` pixels per module, like the PNG of that size, on an opaque white ground.
+
+    Sized in pixels (not millimetres) so the smallest size still scans where it is shown as is,
+    and drawn with crisp edges so a rasteriser does not blur the modules into each other.
+    """
+    matrix = modules(code)
+    side = len(matrix)
+    runs: list[str] = []
+    for y, row in enumerate(matrix):
+        x = 0
+        while x < side:
+            if not row[x]:
+                x += 1
+                continue
+            start = x
+            while x < side and row[x]:
+                x += 1
+            runs.append(f"M{start} {y}h{x - start}v1h-{x - start}z")
+    pixels = side * box_size
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{pixels}" height="{pixels}" '
+        f'viewBox="0 0 {side} {side}" shape-rendering="crispEdges">'
+        f'<rect width="{side}" height="{side}" fill="#fff"/>'
+        f'<path fill="#000" d="{"".join(runs)}"/></svg>\n'
+    ).encode("ascii")

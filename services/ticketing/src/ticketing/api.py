@@ -1,4 +1,4 @@
-"""HTTP routes of the ticketing service: a delegate's ticket, its QR image, and events' public keys."""
+"""HTTP routes of the ticketing service: tickets, their QR images and PDFs, keys, revocations, reissue."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from plenary_kit import qr
 from plenary_kit.auth import hash_token, is_admin
 from plenary_kit.errors import ApiError
 from plenary_kit.mongo import Document
-from plenary_kit.web import AdminTokenDep, Authorization, ManageToken
-from ticketing import domain
+from plenary_kit.web import AdminTokenDep, Authorization, ManageToken, OrganiserDep, correlation_id
+from ticketing import domain, printable
+from ticketing.handlers import Tickets
 from ticketing.store import Store
 
 router = APIRouter(prefix="/api/v1")
@@ -26,7 +27,12 @@ def get_store(request: Request) -> Store:
     return request.app.state.store  # type: ignore[no-any-return]
 
 
+def get_tickets(request: Request) -> Tickets:
+    return request.app.state.tickets  # type: ignore[no-any-return]
+
+
 StoreDep = Annotated[Store, Depends(get_store)]
+TicketsDep = Annotated[Tickets, Depends(get_tickets)]
 QrBox = Annotated[int, Query(ge=domain.MIN_QR_BOX, le=domain.MAX_QR_BOX, description="pixels per QR module")]
 
 
@@ -38,6 +44,8 @@ def ticket_public(ticket: Document) -> dict[str, Any]:
         "status": ticket["status"],
         "code": ticket["code"],
         "ticket_type": ticket["ticket_type"],
+        "sessions": ticket.get("sessions", []),
+        "key_id": ticket["key_id"],
         "issued_at": ticket["issued_at"].isoformat(),
     }
 
@@ -142,6 +150,91 @@ async def ticket_qr_svg(
     return Response(image, media_type="image/svg+xml", headers=PRIVATE)
 
 
+@router.get("/tickets/{ticket_id}/ticket.pdf", response_class=Response)
+async def ticket_pdf(
+    ticket_id: str,
+    store: StoreDep,
+    admin_token: AdminTokenDep,
+    authorization: Authorization = None,
+    manage_token: ManageToken = None,
+) -> Response:
+    """The ticket to print: event, date, venue, delegate, ticket type, workshops and the QR code."""
+    ticket = await _authorised_ticket(store, ticket_id, admin_token, authorization, manage_token)
+    if ticket["status"] != domain.TicketStatus.VALID:
+        raise ApiError(409, "ticket_revoked", "This ticket has been revoked; it cannot be printed.")
+    event = await store.event(ticket["event_id"]) or {}
+    titles = {s["code"]: s["title"] for s in event.get("sessions", [])}
+    printed = printable.PrintedTicket(
+        event_title=event.get("title", "Your event"),
+        venue=event.get("venue", ""),
+        starts_at=event.get("starts_at"),
+        ends_at=event.get("ends_at"),
+        timezone=event.get("timezone", "UTC"),
+        delegate_name=ticket.get("holder_name"),
+        ticket_type=ticket["ticket_type"],
+        code=ticket["code"],
+        ticket_id=ticket["_id"],
+        workshops=[titles.get(code, code) for code in ticket.get("sessions", [])],
+    )
+    document = await asyncio.to_thread(printable.render, printed)
+    headers = {**PRIVATE, "Content-Disposition": f'inline; filename="ticket-{ticket["_id"]}.pdf"'}
+    return Response(document, media_type="application/pdf", headers=headers)
+
+
+@router.post("/registrations/{registration_id}/ticket/reissue", status_code=201, dependencies=[OrganiserDep])
+async def reissue_ticket(registration_id: str, response: Response, tickets: TicketsDep) -> dict[str, Any]:
+    """A new code for a lost or shared ticket; the old code is revoked and `ticket.revoked`/`ticket.issued` follow."""
+    ticket = await tickets.reissue_for_organiser(registration_id, correlation_id())
+    response.headers.update(PRIVATE)
+    return ticket_public(ticket)
+
+
 @router.get("/events/{event_id}/keys")
 async def event_keys(event_id: str, store: StoreDep) -> dict[str, Any]:
-    return {"event_id": event_id, "keys": [key_public(key) for key in await store.public_keys(event_id)]}
+    """Public keys, oldest first (a rotated key stays, inactive), and the session numbering codes refer to."""
+    return {
+        "event_id": event_id,
+        "keys": [key_public(key) for key in await store.public_keys(event_id)],
+        "sessions": await store.numbered_sessions(event_id),
+    }
+
+
+@router.post("/events/{event_id}/keys/rotate", status_code=201, dependencies=[OrganiserDep])
+async def rotate_key(event_id: str, tickets: TicketsDep) -> dict[str, Any]:
+    """New tickets are signed with a fresh key from now on; codes signed earlier still verify."""
+    key = await tickets.rotate_key(event_id)
+    return {
+        "key_id": key.key_id,
+        "algorithm": domain.ALGORITHM,
+        "public_key": key.public_key_text,
+        "created_at": key.created_at.isoformat(),
+        "active": key.active,
+    }
+
+
+Since = Annotated[int, Query(ge=0, description="the version the device already holds; 0 for the whole list")]
+Limit = Annotated[int, Query(ge=1, le=domain.MAX_REVOCATIONS_PAGE, description="revocations per page")]
+
+
+@router.get("/events/{event_id}/revocations", dependencies=[OrganiserDep])
+async def revocations(
+    event_id: str, store: StoreDep, since: Since = 0, limit: Limit = domain.MAX_REVOCATIONS_PAGE
+) -> dict[str, Any]:
+    """The event's revoked tickets after version `since`; ask again with the returned version until complete."""
+    current, rows = await store.revocations(event_id, since, limit)
+    page = domain.revocation_page(event_id, since, current, rows, limit)
+    return {
+        "event_id": page.event_id,
+        "since": page.since,
+        "version": page.version,
+        "complete": page.complete,
+        "revoked": [
+            {
+                "ticket_id": row["_id"],
+                "reason": row["reason"],
+                "revoked_at": row["revoked_at"].isoformat(),
+                "version": row["revocation_version"],
+            }
+            for row in page.rows
+        ],
+    }

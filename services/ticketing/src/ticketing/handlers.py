@@ -1,52 +1,84 @@
-"""Ticketing event handlers: issue, reissue and revoke tickets, with their events, in the consumer's transaction."""
+"""Ticketing handlers: issue, reissue and revoke tickets, and rotate keys, with their events, in one transaction."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
+
+from pymongo import AsyncMongoClient
 
 from plenary_kit import events
 from plenary_kit.envelope import Envelope
 from plenary_kit.events import EventData
 from plenary_kit.logs import get_logger
-from plenary_kit.mongo import Document, Session
+from plenary_kit.mongo import Document, Session, in_transaction
 from plenary_kit.outbox import Outbox
 from ticketing import domain
-from ticketing.domain import RevocationReason, SigningKey, TicketStatus
+from ticketing.domain import RevocationReason, SigningKey, TicketHolder, TicketStatus
 from ticketing.store import Store
 
 SOURCE = "ticketing"
 
 log = get_logger(__name__)
 
+# How an emitted event is wrapped: caused by a consumed event, or started by an organiser's request.
+Wrap = Callable[[EventData, str], Envelope]
+
+Snapshot = events.RegistrationConfirmed | events.RegistrationPromoted | events.RegistrationUpdated
+
+
+def caused_by(envelope: Envelope) -> Wrap:
+    return lambda data, subject: envelope.caused(data, source=SOURCE, subject=subject)
+
+
+def requested(correlation_id: str) -> Wrap:
+    return lambda data, subject: Envelope.new(data, source=SOURCE, subject=subject, correlation_id=correlation_id)
+
+
+def holder_of(data: Snapshot, manage_token_hash: str | None) -> TicketHolder:
+    return TicketHolder(
+        registration_id=data.registration_id,
+        event_id=data.event.id,
+        ticket_type=data.ticket_type,
+        sessions=tuple(dict.fromkeys(data.sessions)),
+        name=data.delegate.name,
+        manage_token_hash=manage_token_hash,
+    )
+
 
 class Tickets:
-    def __init__(self, store: Store, outbox: Outbox) -> None:
+    def __init__(self, store: Store, outbox: Outbox, client: AsyncMongoClient[Document]) -> None:
         self._store = store
         self._outbox = outbox
+        self._client = client
 
     async def issue(self, envelope: Envelope, data: EventData, session: Session) -> None:
         """A confirmed or promoted registration gets exactly one ticket, unless it was cancelled."""
         if not isinstance(data, events.RegistrationConfirmed | events.RegistrationPromoted):
             raise TypeError(f"cannot issue a ticket for {envelope.type}")
         registration_id = data.registration_id
+        await self._store.save_event(domain.printable_event(data.event), envelope.time, session)
         if await self._store.is_cancelled(registration_id, session):
             log.info("ticket_not_issued", registration_id=registration_id, why="registration_cancelled")
             return
         if await self._store.has_ticket(registration_id, session):
             return
-        await self._issue(envelope, data, data.manage_token_hash, session)
+        await self._issue(caused_by(envelope), holder_of(data, data.manage_token_hash), session)
 
     async def reissue(self, envelope: Envelope, data: EventData, session: Session) -> None:
-        """A changed ticket type replaces the ticket, so the code the door verifies names the right type."""
+        """A changed ticket type or workshop choice replaces the ticket, so the code the door checks is right."""
         if not isinstance(data, events.RegistrationUpdated):
             raise TypeError(f"cannot reissue a ticket for {envelope.type}")
         registration_id = data.registration_id
+        await self._store.save_event(domain.printable_event(data.event), envelope.time, session)
         current = await self._store.valid_ticket(registration_id, session)
-        if current is None or not domain.needs_reissue(current["ticket_type"], data.ticket_type):
+        if current is None:
             return
-        # Revoked first: the one-valid-ticket index would refuse the new ticket beside the old.
-        await self._revoke(envelope, registration_id, RevocationReason.REISSUED, session)
-        await self._issue(envelope, data, data.manage_token_hash or current.get("manage_token_hash"), session)
+        if not domain.needs_reissue(current, data.ticket_type, data.sessions):
+            await self._store.rename_holder(registration_id, data.delegate.name, session)
+            return
+        holder = holder_of(data, data.manage_token_hash or current.get("manage_token_hash"))
+        await self._replace(caused_by(envelope), holder, session)
 
     async def revoke(self, envelope: Envelope, data: EventData, session: Session) -> None:
         """A cancelled registration's ticket stops admitting, and no ticket is issued for it later."""
@@ -54,59 +86,110 @@ class Tickets:
             raise TypeError(f"cannot revoke a ticket for {envelope.type}")
         reason = domain.revocation_reason(data.reason)
         await self._store.record_cancellation(data.registration_id, data.event.id, reason, domain.now(), session)
-        await self._revoke(envelope, data.registration_id, reason, session)
+        await self._revoke(caused_by(envelope), data.registration_id, reason, session)
 
     async def erase(self, envelope: Envelope, data: EventData, session: Session) -> None:
-        """An erased delegate's ticket is revoked and their manage token's hash forgotten."""
+        """An erased delegate's ticket is revoked, and their name and manage token's hash forgotten."""
         if not isinstance(data, events.RegistrationErased):
             raise TypeError(f"cannot erase for {envelope.type}")
         registration_id = data.registration_id
         reason = RevocationReason.ERASED
         await self._store.record_cancellation(registration_id, data.event_id, reason, domain.now(), session)
-        await self._revoke(envelope, registration_id, reason, session)
-        await self._store.forget_manage_token(registration_id, session)
+        await self._revoke(caused_by(envelope), registration_id, reason, session)
+        await self._store.forget_holder(registration_id, session)
         log.info("registration_erased", registration_id=registration_id)
 
-    async def _issue(
-        self,
-        envelope: Envelope,
-        data: events.RegistrationConfirmed | events.RegistrationPromoted | events.RegistrationUpdated,
-        manage_token_hash: str | None,
-        session: Session,
-    ) -> None:
-        registration_id = data.registration_id
-        event_id = data.event.id
-        key = await self._signing_key(event_id, session)
+    async def reissue_for_organiser(self, registration_id: str, correlation_id: str) -> Document:
+        """A new code for the same ticket type and workshops (a lost or shared ticket); the old one is revoked."""
+
+        async def work(session: Session) -> Document:
+            current = await self._store.valid_ticket(registration_id, session)
+            if current is None:
+                raise domain.no_valid_ticket()
+            holder = TicketHolder(
+                registration_id=registration_id,
+                event_id=current["event_id"],
+                ticket_type=current["ticket_type"],
+                sessions=tuple(current.get("sessions", [])),
+                name=current.get("holder_name"),
+                manage_token_hash=current.get("manage_token_hash"),
+            )
+            return await self._replace(requested(correlation_id), holder, session)
+
+        return await in_transaction(self._client, work)
+
+    async def rotate_key(self, event_id: str) -> SigningKey:
+        """A fresh active key for the event; the previous one signs nothing more but still verifies."""
+
+        async def work(session: Session) -> SigningKey:
+            current = await self._store.active_key(event_id, session)
+            if current is None:
+                raise domain.no_signing_key()
+            now = domain.now()
+            # Retired first: the one-active-key index would refuse the new key beside the old.
+            await self._store.retire_key(current.key_id, now, session)
+            key = SigningKey.generate(event_id, now)
+            await self._store.insert_key(key, session)
+            return key
+
+        key = await in_transaction(self._client, work)
+        log.info("signing_key_rotated", event_id=event_id, key_id=key.key_id)
+        return key
+
+    async def _replace(self, wrap: Wrap, holder: TicketHolder, session: Session) -> Document:
+        # Revoked first: the one-valid-ticket index would refuse the new ticket beside the old.
+        await self._revoke(wrap, holder.registration_id, RevocationReason.REISSUED, session)
+        return await self._issue(wrap, holder, session)
+
+    async def _issue(self, wrap: Wrap, holder: TicketHolder, session: Session) -> Document:
+        key = await self._signing_key(holder.event_id, session)
+        entitlements = await self._entitlements(holder, session)
         issued_at = domain.now()
         ticket_id = str(uuid.uuid4())
         ticket: Document = {
             "_id": ticket_id,
-            "registration_id": registration_id,
-            "event_id": event_id,
-            "ticket_type": data.ticket_type,
-            "code": key.sign_ticket(ticket_id, data.ticket_type),
+            "registration_id": holder.registration_id,
+            "event_id": holder.event_id,
+            "ticket_type": holder.ticket_type,
+            "sessions": list(holder.sessions),
+            "entitlements": entitlements,
+            "code": key.sign_ticket(ticket_id, holder.ticket_type, entitlements),
             "key_id": key.key_id,
             "status": TicketStatus.VALID,
-            "manage_token_hash": manage_token_hash,
+            "manage_token_hash": holder.manage_token_hash,
             "issued_at": issued_at,
         }
+        if holder.name is not None:
+            ticket["holder_name"] = holder.name
         await self._store.insert_ticket(ticket, session)
         issued = events.TicketIssued(
             ticket_id=ticket_id,
-            registration_id=registration_id,
-            event_id=event_id,
-            ticket_type=data.ticket_type,
+            registration_id=holder.registration_id,
+            event_id=holder.event_id,
+            ticket_type=holder.ticket_type,
             code=ticket["code"],
             key_id=key.key_id,
             public_key=key.public_key_text,
             issued_at=issued_at,
         )
-        await self._outbox.add(session, envelope.caused(issued, source=SOURCE, subject=registration_id))
-        log.info("ticket_issued", ticket_id=ticket_id, registration_id=registration_id, event_id=event_id)
+        await self._outbox.add(session, wrap(issued, holder.registration_id))
+        log.info("ticket_issued", ticket_id=ticket_id, registration_id=holder.registration_id, event_id=holder.event_id)
+        return ticket
 
-    async def _revoke(
-        self, envelope: Envelope, registration_id: str, reason: RevocationReason, session: Session
-    ) -> None:
+    async def _entitlements(self, holder: TicketHolder, session: Session) -> list[int]:
+        """The session numbers for the holder's workshops, numbering the event's sessions on first sight."""
+        if not holder.sessions:
+            return []
+        numbered = await self._store.numbered_sessions(holder.event_id, session)
+        details = await self._store.event(holder.event_id, session)
+        in_event_order = [s["code"] for s in details.get("sessions", [])] if details else []
+        fresh = domain.sessions_to_number(numbered, [*in_event_order, *holder.sessions])
+        if fresh:
+            await self._store.number_sessions(holder.event_id, fresh, session)
+            numbered += fresh
+        return domain.entitlements(numbered, holder.sessions)
+
+    async def _revoke(self, wrap: Wrap, registration_id: str, reason: RevocationReason, session: Session) -> None:
         ticket = await self._store.revoke_ticket(registration_id, reason, domain.now(), session)
         if ticket is None:
             return
@@ -116,7 +199,7 @@ class Tickets:
             event_id=ticket["event_id"],
             reason=reason,
         )
-        await self._outbox.add(session, envelope.caused(revoked, source=SOURCE, subject=registration_id))
+        await self._outbox.add(session, wrap(revoked, registration_id))
         log.info("ticket_revoked", ticket_id=ticket["_id"], registration_id=registration_id, reason=str(reason))
 
     async def _signing_key(self, event_id: str, session: Session) -> SigningKey:

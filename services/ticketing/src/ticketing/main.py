@@ -9,17 +9,20 @@ from plenary_kit.runtime import Runtime
 from plenary_kit.settings import ServiceSettings
 from ticketing.api import router
 from ticketing.handlers import Tickets
+from ticketing.settings import TicketingSettings
 from ticketing.store import Store
+from ticketing.vault import Vault
 
 SERVICE = "ticketing"
 PORT = 8002
 
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
-    runtime = Runtime(SERVICE, settings or ServiceSettings())
-    store = Store(runtime.db)
+    ticketing_settings = TicketingSettings.of(settings)
+    runtime = Runtime(SERVICE, ticketing_settings)
+    store = Store(runtime.db, Vault(ticketing_settings.master_key()))
     runtime.on_prepare(store.prepare)
-    tickets = Tickets(store, runtime.outbox)
+    tickets = Tickets(store, runtime.outbox, runtime.client)
     runtime.subscribe(
         {
             "registration.confirmed": tickets.issue,

@@ -1,0 +1,49 @@
+"""QR images of ticket codes: the smallest PNG offered reads back exactly with two independent decoders."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import cv2
+import numpy as np
+import pytest
+import zxingcpp
+from PIL import Image
+
+from plenary_kit import qr, testvectors
+from ticketing import domain
+
+VALID = [v for v in testvectors.ticket_codes()["vectors"] if v["verdict"] == "valid"]
+
+
+@pytest.mark.parametrize("vector", VALID, ids=[v["name"] for v in VALID])
+def test_smallest_png_decodes_to_exactly_the_code_with_zxing_and_opencv(vector: dict[str, str]) -> None:
+    # The lower-case vector is the same code; the QR always carries the canonical upper-case text.
+    code = vector["code"].strip().upper()
+    image = Image.open(io.BytesIO(qr.png(code, domain.MIN_QR_BOX)))
+
+    assert image.size == (len(qr.modules(code)) * domain.MIN_QR_BOX,) * 2
+    assert [barcode.text for barcode in zxingcpp.read_barcodes(image)] == [code]
+    text, _, _ = cv2.QRCodeDetector().detectAndDecode(np.array(image.convert("L")))
+    assert text == code
+
+
+def test_svg_is_sized_in_pixels_per_module_on_a_white_ground() -> None:
+    code = VALID[0]["code"]
+    side = len(qr.modules(code))
+
+    drawing = qr.svg(code, box_size=3).decode("ascii")
+
+    assert f'width="{side * 3}" height="{side * 3}"' in drawing
+    assert f'viewBox="0 0 {side} {side}"' in drawing
+    assert re.search(r'<rect width="\d+" height="\d+" fill="#fff"/>', drawing)
+
+
+def test_module_matrix_has_the_quiet_zone_around_a_version_10_symbol_at_most() -> None:
+    longest = max((v["code"] for v in VALID), key=len)
+
+    matrix = qr.modules(longest)
+
+    assert len(matrix) == 17 + 4 * qr.version_of(longest) + 8
+    assert not any(matrix[0]) and not any(row[0] for row in matrix)
