@@ -1,11 +1,35 @@
-"""Reads the embedded SMTP sink's Maildir as it fills: who got which kind of email, and when it arrived."""
+"""Registration-to-inbox latency: delegates register at a steady rate; how soon is each ticket email in the inbox?
+
+`Inbox` reads the embedded SMTP sink's Maildir as it fills (the surge benchmark uses it too).
+Run `python -m bench.inbox --help`; prints one JSON object and writes it to
+bench/results/inbox.json.
+"""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import time
+import uuid
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from email.policy import default
 from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.crowd import delegates
+
+RESULTS = Path(__file__).parent / "results" / "inbox.json"
+TARGET = {"p99_ms": 2000}
 
 
 @dataclass(frozen=True)
@@ -46,3 +70,177 @@ class Inbox:
                 recipient = str(headers.get("Delivered-To", "")).strip().lower()
                 found.append(Arrival(recipient, b"image/png" in raw, at))
         return found
+
+
+def percentile(ordered: list[float], q: float) -> float | None:
+    """Nearest-rank percentile of an ascending list."""
+    if not ordered:
+        return None
+    return round(ordered[min(len(ordered) - 1, max(0, int(q * len(ordered) + 0.999999) - 1))], 1)
+
+
+async def create_event(http: httpx.AsyncClient, registration_url: str, admin_token: str, capacity: int) -> str:
+    reply = await http.post(
+        f"{registration_url}/api/v1/events",
+        headers={"Authorization": f"Bearer {admin_token}"},
+        json={
+            "slug": f"inbox-latency-{uuid.uuid4().hex[:8]}",
+            "title": "Education Leadership in Challenging Times",
+            "venue": "The Spine, 2 Paddington Village, Liverpool",
+            "starts_at": "2027-06-17T09:30:00+01:00",
+            "ends_at": "2027-06-17T16:00:00+01:00",
+            "timezone": "Europe/London",
+            "capacity": capacity,
+            "organiser_contact": "leadership-centre@university.example",
+        },
+    )
+    reply.raise_for_status()
+    return str(reply.json()["id"])
+
+
+async def one_run(http: httpx.AsyncClient, stack: Any, args: argparse.Namespace, number: int) -> dict[str, Any]:
+    """`args.registrations` delegates at `args.rate` per second, open loop: a slow reply delays no one else."""
+    registration_url = stack.config.url("registration")
+    event_id = await create_event(http, registration_url, stack.admin_token, args.registrations)
+    inbox = Inbox(stack.config.maildir)
+    inbox.new_arrivals()  # earlier runs' emails are not this run's
+    crowd = delegates(args.registrations, tag=f"inbox{number}{uuid.uuid4().hex[:4]}")
+    sent_at: dict[str, float] = {}
+    statuses: dict[str, int | str] = {}
+
+    async def register(delegate: dict[str, Any], at: float) -> None:
+        await asyncio.sleep(max(0.0, at - time.time()))
+        address = delegate["email"].lower()
+        sent_at[address] = time.time()
+        try:
+            reply = await http.post(f"{registration_url}/api/v1/events/{event_id}/registrations", json=delegate)
+            statuses[address] = reply.status_code
+        except httpx.HTTPError as exc:
+            statuses[address] = type(exc).__name__
+
+    started = time.time() + 0.5
+    tasks = [
+        asyncio.create_task(register(delegate, started + n / args.rate)) for n, delegate in enumerate(crowd)
+    ]
+    arrived: dict[str, float] = {}
+    doubled = 0
+    deadline = started + args.registrations / args.rate + args.settle_timeout
+    while time.time() < deadline:
+        for arrival in inbox.new_arrivals():
+            if not arrival.carries_ticket:
+                continue
+            if arrival.recipient in arrived:
+                doubled += 1
+            arrived.setdefault(arrival.recipient, arrival.at)
+        if all(task.done() for task in tasks) and len(arrived) >= len(sent_at):
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.gather(*tasks)
+    finished = max(sent_at.values())
+    latencies = sorted((arrived[address] - at) * 1000 for address, at in sent_at.items() if address in arrived)
+    accepted = sum(1 for status in statuses.values() if status == 201)
+    return {
+        "registrations": len(sent_at),
+        "accepted": accepted,
+        "offered_rate_per_second": round(len(sent_at) / max(finished - started, 1e-9), 1),
+        "emails_arrived": len(arrived),
+        "emails_missing": len(sent_at) - len(arrived),
+        "emails_doubled": doubled,
+        "latency_ms": {
+            "p50": percentile(latencies, 0.50),
+            "p90": percentile(latencies, 0.90),
+            "p99": percentile(latencies, 0.99),
+            "max": percentile(latencies, 1.0),
+        },
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.inbox", description=__doc__)
+    parser.add_argument("--rate", type=float, default=50.0, help="registrations per second [50]")
+    parser.add_argument("--registrations", type=int, default=500, help="registrations per run [500]")
+    parser.add_argument("--runs", type=int, default=3, help="runs, each against a fresh event [3]")
+    parser.add_argument(
+        "--send-rate", type=float, default=None, help="the notifications service's send rate [its default]"
+    )
+    parser.add_argument("--settle-timeout", type=float, default=120, help="seconds to wait for emails [120]")
+    parser.add_argument("--keep", action="store_true", help="keep the stack's var directory (logs, data, mail)")
+    parser.add_argument("--output", type=Path, default=RESULTS, help=f"where to write the JSON [{RESULTS}]")
+    args = parser.parse_args(argv)
+    if args.rate <= 0 or args.registrations < 1 or args.runs < 1:
+        parser.error("--rate, --registrations and --runs must be positive")
+    return args
+
+
+async def all_runs(stack: Any, args: argparse.Namespace, runs: list[dict[str, Any]]) -> None:
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    async with httpx.AsyncClient(timeout=30.0, limits=limits) as http:
+        for number in range(1, args.runs + 1):
+            print(f"run {number}/{args.runs}: {args.registrations} at {args.rate:g}/s", file=sys.stderr)
+            runs.append(await one_run(http, stack, args, number))
+            print(json.dumps(runs[-1]), file=sys.stderr)
+
+
+def report(args: argparse.Namespace, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    p50s = [run["latency_ms"]["p50"] for run in runs if run["latency_ms"]["p50"] is not None]
+    p99s = [run["latency_ms"]["p99"] for run in runs if run["latency_ms"]["p99"] is not None]
+    median = {
+        "p50_ms": round(statistics.median(p50s), 1) if p50s else None,
+        "p99_ms": round(statistics.median(p99s), 1) if p99s else None,
+    }
+    complete = all(run["emails_missing"] == 0 and run["emails_doubled"] == 0 for run in runs)
+    return {
+        "benchmark": "registration_to_inbox",
+        "parameters": {k: args.__dict__[k] for k in ("rate", "registrations", "runs", "send_rate")},
+        "runs_completed": len(runs),
+        "target": TARGET,
+        "meets_target": complete and median["p99_ms"] is not None and median["p99_ms"] < TARGET["p99_ms"],
+        "median": median,
+        "runs": runs,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    # Imported here: the surge benchmark imports this module's Inbox, and shares its stack set-up.
+    from bench.registration_surge import _stop_on_signal, stack_config
+    from plenary_stack.stack import EmbeddedStack
+
+    args = parse_args(argv)
+    out, sys.stdout = sys.stdout, sys.stderr
+    var = Path(tempfile.mkdtemp(prefix="plenary-bench-inbox-"))
+    config = stack_config(var)
+    if args.send_rate is not None:
+        config.extra_env["NOTIFICATIONS_SEND_RATE"] = f"{args.send_rate:g}"
+    stack = EmbeddedStack(config)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _stop_on_signal)
+    runs: list[dict[str, Any]] = []
+    status = 0
+    try:
+        print(f"starting the embedded stack in {var}", file=sys.stderr)
+        stack.start()
+        asyncio.run(all_runs(stack, args, runs))
+    except KeyboardInterrupt:
+        print("interrupted; stopping the stack", file=sys.stderr)
+        status = 130
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
+        stack.stop()
+        if args.keep:
+            print(f"kept {var}", file=sys.stderr)
+        else:
+            shutil.rmtree(var, ignore_errors=True)
+    if not runs:
+        return status or 1
+    text = json.dumps(report(args, runs), indent=2, ensure_ascii=False)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text + "\n")
+    print(text, file=out, flush=True)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

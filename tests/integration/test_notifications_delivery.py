@@ -303,7 +303,7 @@ async def test_confirmation_email_carries_the_ticket_once_however_often_events_a
     attachments = {part.get_filename(): part for part in mail.iter_attachments()}
     assert set(attachments) == {"ticket.png", "leadership-symposium.ics"}
     calendar = attachments["leadership-symposium.ics"].get_content()
-    assert "DTSTART:20260618T083000Z" in calendar
+    assert "DTSTART;TZID=Europe/London:20260618T093000" in calendar
     assert "LOCATION:The Spine\\, Liverpool" in calendar
     plain = mail.get_body(preferencelist=("plain",))
     assert plain is not None

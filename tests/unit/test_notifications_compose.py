@@ -107,8 +107,9 @@ def test_confirmation_attaches_the_ticket_png_and_a_calendar_file() -> None:
     assert calendar.get_content_type() == "text/calendar"
     assert calendar.get_param("method") == "PUBLISH"
     text = calendar.get_content()
-    assert "DTSTART:20260312T093000Z" in text
-    assert "DTEND:20260312T160000Z" in text
+    # March: London is on GMT, so local time and UTC agree.
+    assert "DTSTART;TZID=Europe/London:20260312T093000" in text
+    assert "DTEND;TZID=Europe/London:20260312T160000" in text
     assert "LOCATION:The Spine\\, Liverpool" in text
     assert f"UID:{REGISTRATION_ID}@plenary.example" in text
 
@@ -195,6 +196,8 @@ EXTRAS: dict[Kind, dict[str, Any]] = {
     Kind.OFFERED: {"offer_expires_at": OFFER_EXPIRES},
     Kind.CANCELLED: {"previous_status": "confirmed"},
     Kind.OFFER_EXPIRED: {"previous_status": "waitlisted", "offer_expires_at": OFFER_EXPIRES},
+    Kind.REMINDER: {"ticket": TicketFacts(ticket_id=TICKET_ID, code=CODE), "ticket_type": "delegate"},
+    Kind.THANK_YOU: {},
 }
 
 
@@ -320,3 +323,46 @@ def test_expired_offer_says_so_and_when_it_ran_out() -> None:
         assert "Your offer has expired" in text
         assert "until Thursday 5 March 2026 at 17:00 (GMT)" in text
         assert "register again while places remain" in text
+
+
+@pytest.mark.parametrize("kind", list(Kind))
+def test_every_email_has_both_parts_with_title_date_venue_and_organiser(kind: Kind) -> None:
+    message, plain, html = composed(kind, WORKSHOPS)
+
+    assert message["Content-Language"] == "en-GB"
+    for text in (plain, html):
+        assert "Education Leadership in Challenging Times" in text
+        assert "Thursday 12 March 2026" in text
+        assert "The Spine, Liverpool" in text
+        assert "leadership-centre@university.example" in text
+
+
+def test_reminder_shows_the_ticket_inline_without_attachments() -> None:
+    message, plain, html = composed(Kind.REMINDER, WORKSHOPS)
+
+    assert str(message["Subject"]) == "See you soon at Education Leadership in Challenging Times: a reminder"
+    assert "is coming up soon" in plain
+    [image] = [part for part in message.walk() if part.get_content_type() == "image/png"]
+    assert image.get_content_disposition() == "inline"
+    assert f'src="cid:{image["Content-ID"].strip("<>")}"' in html
+    assert decode_qr(image.get_content()) == [CODE]
+    assert list(message.iter_attachments()) == []
+
+
+def test_reminder_without_a_ticket_points_to_the_confirmation() -> None:
+    content = MessageContent(registration_id=REGISTRATION_ID, delegate=DELEGATE, event=EVENT)
+    message = compose(Kind.REMINDER, content)
+    plain, html = texts(message)
+
+    assert "the QR code in your confirmation email" in plain
+    assert "cid:" not in html
+    assert not [part for part in message.walk() if part.get_content_type() == "image/png"]
+
+
+def test_thank_you_invites_feedback_only_where_there_is_someone_to_write_to() -> None:
+    _, with_contact, _ = composed(Kind.THANK_YOU, WORKSHOPS)
+    _, without_contact, _ = composed(Kind.THANK_YOU)
+
+    assert "Thank you for being part of Education Leadership in Challenging Times" in with_contact
+    assert "write to the organisers" in with_contact
+    assert "write to the organisers" not in without_contact

@@ -11,6 +11,7 @@ import pytest
 from notifications import domain
 from notifications.domain import DeliveryFailure, Kind, RegistrationStatus, Status
 from notifications.sender import classify
+from plenary_kit import events
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 SNAPSHOT = {
@@ -148,3 +149,47 @@ def test_erased_delegate_gets_no_confirmation() -> None:
     assert domain.is_erased(projection)
     assert domain.confirmation_content(projection) is None
     assert not domain.is_erased(None)
+
+
+LEAD, DELAY = timedelta(hours=24), timedelta(hours=2)
+
+
+def test_confirmed_delegate_is_reminded_before_the_start_and_thanked_after_the_end() -> None:
+    scheduled = domain.schedule({"_id": "r1", "confirmed_at": NOW, "snapshot": SNAPSHOT}, LEAD, DELAY)
+
+    assert [(s.kind, s.due_at) for s in scheduled] == [
+        (Kind.REMINDER, NOW - LEAD),
+        (Kind.THANK_YOU, NOW + timedelta(hours=8)),
+    ]
+    assert scheduled[0].version == str(int(NOW.timestamp()))
+
+
+def test_only_confirmed_delegates_have_a_reminder_or_thank_you() -> None:
+    base = {"_id": "r1", "snapshot": SNAPSHOT}
+    assert domain.schedule({**base, "waitlisted_at": NOW}, LEAD, DELAY) == []
+    assert domain.schedule({**base, "confirmed_at": NOW, "cancelled_at": NOW}, LEAD, DELAY) == []
+    assert domain.schedule({**base, "confirmed_at": NOW, "erased_at": NOW}, LEAD, DELAY) == []
+
+
+def test_a_rescheduled_event_gets_a_reminder_of_its_own() -> None:
+    moved = {**SNAPSHOT, "event": {**SNAPSHOT["event"], "starts_at": NOW + timedelta(days=7)}}  # type: ignore[dict-item]
+    before = domain.schedule({"_id": "r1", "confirmed_at": NOW, "snapshot": SNAPSHOT}, LEAD, DELAY)
+    after = domain.schedule({"_id": "r1", "confirmed_at": NOW, "snapshot": moved}, LEAD, DELAY)
+    assert before[0].version != after[0].version
+
+
+def test_a_time_already_past_is_not_scheduled() -> None:
+    event = events.EventSummary.model_validate(SNAPSHOT["event"])
+    early = domain.due_times(event, LEAD, DELAY, NOW - LEAD - timedelta(minutes=1))
+    assert early == {"reminder_due_at": NOW - LEAD, "thank_you_due_at": NOW + timedelta(hours=8)}
+    late = domain.due_times(event, LEAD, DELAY, NOW - LEAD + timedelta(minutes=1))
+    assert late == {"thank_you_due_at": NOW + timedelta(hours=8)}
+
+
+def test_a_reminder_looked_at_after_the_start_is_not_sent() -> None:
+    projection = {"_id": "r1", "confirmed_at": NOW, "snapshot": SNAPSHOT}
+    reminder, thank_you = domain.schedule(projection, LEAD, DELAY)
+    assert domain.still_timely(reminder, projection, NOW - timedelta(minutes=1))
+    assert not domain.still_timely(reminder, projection, NOW + timedelta(minutes=1))
+    assert domain.still_timely(thank_you, projection, thank_you.due_at + timedelta(days=6))
+    assert not domain.still_timely(thank_you, projection, thank_you.due_at + timedelta(days=8))

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import icalendar
 
 from notifications import ics
 from plenary_kit import events
@@ -28,16 +31,33 @@ def properties(text: str) -> dict[str, str]:
     return dict(line.split(":", 1) for line in lines)
 
 
-def test_calendar_carries_times_in_utc_venue_and_title() -> None:
+def test_calendar_carries_times_in_the_events_timezone_venue_and_title() -> None:
     text = ics.calendar(uid="reg-1@plenary.example", event=EVENT, stamp=STAMP)
     props = properties(text)
-    assert props["DTSTART"] == "20260618T083000Z"
-    assert props["DTEND"] == "20260618T150000Z"
+    assert props["DTSTART;TZID=Europe/London"] == "20260618T093000"
+    assert props["DTEND;TZID=Europe/London"] == "20260618T160000"
     assert props["DTSTAMP"] == "20260501T120000Z"
     assert props["LOCATION"] == "The Spine\\, 2 Paddington Village\\, Liverpool"
     assert props["SUMMARY"] == "Education Leadership in Challenging Times\\; a symposium\\, with keynote"
     assert props["UID"] == "reg-1@plenary.example"
     assert props["METHOD"] == "PUBLISH"
+
+
+def test_calendar_parses_to_the_same_moments_with_the_zone_it_was_given_in() -> None:
+    text = ics.calendar(uid="reg-1@plenary.example", event=EVENT, stamp=STAMP)
+    (vevent,) = icalendar.Calendar.from_ical(text).walk("VEVENT")
+    start, end = vevent.decoded("DTSTART"), vevent.decoded("DTEND")
+    assert (start, end) == (EVENT.starts_at, EVENT.ends_at)
+    assert start.tzinfo == ZoneInfo("Europe/London")
+    (zone,) = icalendar.Calendar.from_ical(text).walk("VTIMEZONE")
+    assert {str(part["TZNAME"]) for part in zone.subcomponents} == {"GMT", "BST"}
+
+
+def test_an_unknown_timezone_falls_back_to_utc_times() -> None:
+    event = EVENT.model_copy(update={"timezone": "Atlantis/Capital"})
+    props = properties(ics.calendar(uid="reg-1@plenary.example", event=event, stamp=STAMP))
+    assert props["DTSTART"] == "20260618T083000Z"
+    assert "TZID" not in props
 
 
 def test_calendar_is_one_event_with_crlf_line_endings() -> None:

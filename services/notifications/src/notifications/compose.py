@@ -25,6 +25,8 @@ SUBJECTS = {
     Kind.OFFERED: "A place is available at {title}",
     Kind.CANCELLED: "Your registration for {title} has been cancelled",
     Kind.OFFER_EXPIRED: "Your offer of a place at {title} has expired",
+    Kind.REMINDER: "See you soon at {title}: a reminder",
+    Kind.THANK_YOU: "Thank you for coming to {title}",
 }
 
 TICKET_FILENAME = "ticket.png"
@@ -123,6 +125,7 @@ class Composer:
             "manage_url": content.manage_url,
             "organiser_contact": event.organiser_contact,
             "qr_cid": qr_cid,
+            "has_ticket": content.ticket is not None,
         }
         message = EmailMessage()
         message["Subject"] = subject
@@ -133,7 +136,6 @@ class Composer:
         message["To"] = Address(display_name=content.delegate.name, username=username, domain=domain)
         message["Date"] = format_datetime(now)
         message["Message-ID"] = self.message_id(key)
-        message["Content-Language"] = "en-GB"
         # RFC 3834: tells out-of-office responders not to reply to a machine.
         message["Auto-Submitted"] = "auto-generated"
         message.set_content(self._templates.get_template(f"{kind}.txt").render(context))
@@ -142,15 +144,25 @@ class Composer:
             if content.ticket is None:
                 raise ValueError("a confirmation needs its ticket")
             self._attach_ticket(message, content, content.ticket, qr_cid, created_at)
+        elif kind == Kind.REMINDER and content.ticket is not None:
+            # On the day the reminder is the email a delegate finds first, so it shows the ticket too.
+            self._inline_qr(message, content.ticket, qr_cid)
+        # Set last: building the body moves any Content-* header into the first part.
+        message["Content-Language"] = "en-GB"
         return message
 
-    def _attach_ticket(
-        self, message: EmailMessage, content: MessageContent, ticket: TicketFacts, qr_cid: str, created_at: datetime
-    ) -> None:
+    @staticmethod
+    def _inline_qr(message: EmailMessage, ticket: TicketFacts, qr_cid: str) -> bytes:
         image = qr.png(ticket.code)
         html = message.get_body(preferencelist=("html",))
         assert isinstance(html, EmailMessage)
         html.add_related(image, maintype="image", subtype="png", cid=f"<{qr_cid}>", disposition="inline")
+        return image
+
+    def _attach_ticket(
+        self, message: EmailMessage, content: MessageContent, ticket: TicketFacts, qr_cid: str, created_at: datetime
+    ) -> None:
+        image = self._inline_qr(message, ticket, qr_cid)
         message.add_attachment(image, maintype="image", subtype="png", filename=TICKET_FILENAME)
         calendar = ics.calendar(
             uid=self.calendar_uid(content.registration_id),

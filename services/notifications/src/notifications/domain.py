@@ -28,6 +28,16 @@ class Kind(StrEnum):
     OFFERED = "offered"
     CANCELLED = "cancelled"
     OFFER_EXPIRED = "offer_expired"
+    REMINDER = "reminder"
+    THANK_YOU = "thank_you"
+
+
+# Sent at a set time rather than when an event arrives. The time waits in the registration's
+# projection under DUE_FIELDS[kind] until the scheduler turns it into a message.
+SCHEDULED_KINDS = (Kind.REMINDER, Kind.THANK_YOU)
+DUE_FIELDS = {Kind.REMINDER: "reminder_due_at", Kind.THANK_YOU: "thank_you_due_at"}
+# A thank-you held up longer than this (the service was down for days) is no longer worth sending.
+THANK_YOU_STALE = timedelta(days=7)
 
 
 class Status(StrEnum):
@@ -132,6 +142,53 @@ def confirmation_content(projection: dict[str, Any], public_url: str | None = No
     # The ticket names its own type: after a change of type it may arrive before the update does.
     ticket_type = facts.ticket_type or snapshot.get("ticket_type")
     return content(projection, public_url, ticket=facts, ticket_type=ticket_type)
+
+
+@dataclass(frozen=True)
+class Scheduled:
+    """A message due at a set time: its kind, its version (the time it is about) and when to send it."""
+
+    kind: Kind
+    version: str
+    due_at: datetime
+
+
+def schedule(projection: dict[str, Any], reminder_lead: timedelta, thank_you_delay: timedelta) -> list[Scheduled]:
+    """The reminder and thank-you a registration should have, as things stand; none unless confirmed.
+
+    Each is versioned by the event time it is about, so a rescheduled event gets a new reminder
+    and the old one, if still unsent, is withdrawn.
+    """
+    snapshot = projection.get("snapshot")
+    if registration_status(projection) != RegistrationStatus.CONFIRMED or not snapshot or is_erased(projection):
+        return []
+    event = events.EventSummary.model_validate(snapshot["event"])
+    return [
+        Scheduled(Kind.REMINDER, str(int(event.starts_at.timestamp())), event.starts_at - reminder_lead),
+        Scheduled(Kind.THANK_YOU, str(int(event.ends_at.timestamp())), event.ends_at + thank_you_delay),
+    ]
+
+
+def due_times(
+    event: events.EventSummary, reminder_lead: timedelta, thank_you_delay: timedelta, now: datetime
+) -> dict[str, datetime]:
+    """The projection fields to set for a confirmed delegate: each time still to come.
+
+    A time already past is left out: a delegate confirmed the day before has just been told.
+    """
+    times = {
+        DUE_FIELDS[Kind.REMINDER]: event.starts_at - reminder_lead,
+        DUE_FIELDS[Kind.THANK_YOU]: event.ends_at + thank_you_delay,
+    }
+    return {field: at for field, at in times.items() if at > now}
+
+
+def still_timely(scheduled: Scheduled, projection: dict[str, Any], now: datetime) -> bool:
+    """Whether a message that fell due is still worth sending now, however late it is being looked at."""
+    event = events.EventSummary.model_validate(projection["snapshot"]["event"])
+    if scheduled.kind == Kind.REMINDER:
+        return now < event.starts_at
+    return now < scheduled.due_at + THANK_YOU_STALE
 
 
 def retry_delay(attempts: int, rng: random.Random) -> float:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TypeAlias, TypeVar
 
 from notifications import domain
@@ -22,6 +23,16 @@ log = get_logger(__name__)
 SOURCE = "notifications"
 
 D = TypeVar("D", bound=EventData)
+
+
+class ResendRefused(Exception):
+    """An organiser asked for a resend that cannot be done; carries the reply's status and stable code."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
 
 
 class UnexpectedEvent(TypeError):
@@ -62,12 +73,16 @@ class Notifications:
         *,
         link_key: bytes,
         public_url: str | None,
+        reminder_lead: timedelta = timedelta(hours=24),
+        thank_you_delay: timedelta = timedelta(hours=2),
         on_enqueued: Callable[[], None] = lambda: None,
     ) -> None:
         self._store = store
         self._outbox = outbox
         self._link_key = link_key
         self._public_url = public_url
+        self._reminder_lead = reminder_lead
+        self._thank_you_delay = thank_you_delay
         self._on_enqueued = on_enqueued
 
     def subscriptions(self) -> dict[str, Handler]:
@@ -85,7 +100,8 @@ class Notifications:
 
     async def registration_confirmed(self, envelope: Envelope, data: EventData, session: Session) -> None:
         confirmed = _expect(data, events.RegistrationConfirmed)
-        projection = await self._record_snapshot(confirmed, {"confirmed_at": envelope.time}, session)
+        facts = {"confirmed_at": envelope.time, **self._due_times(confirmed)}
+        projection = await self._record_snapshot(confirmed, facts, session)
         if projection is not None:
             await self._confirm_if_ready(envelope, projection, session)
 
@@ -102,7 +118,9 @@ class Notifications:
     async def registration_promoted(self, envelope: Envelope, data: EventData, session: Session) -> None:
         promoted = _expect(data, events.RegistrationPromoted)
         projection = await self._record_snapshot(
-            promoted, {"confirmed_at": envelope.time, "promoted_at": envelope.time}, session
+            promoted,
+            {"confirmed_at": envelope.time, "promoted_at": envelope.time, **self._due_times(promoted)},
+            session,
         )
         if projection is None:
             return
@@ -127,7 +145,9 @@ class Notifications:
         updated = _expect(data, events.RegistrationUpdated)
         # The status is a fact only where none is known: a late update must not undo a cancellation.
         status_at = "confirmed_at" if updated.status == "confirmed" else "waitlisted_at"
-        await self._record_snapshot(updated, {}, session, unless_known={status_at: envelope.time})
+        # A moved event moves the reminder; the scheduler checks the status again when it falls due.
+        due = self._due_times(updated) if updated.status == "confirmed" else {}
+        await self._record_snapshot(updated, due, session, unless_known={status_at: envelope.time})
 
     async def registration_cancelled(self, envelope: Envelope, data: EventData, session: Session) -> None:
         cancelled = _expect(data, events.RegistrationCancelled)
@@ -145,7 +165,9 @@ class Notifications:
             # Dotted paths: the cancellation carries no ticket type or sessions, so keep those.
             facts["snapshot.delegate"] = cancelled.delegate.model_dump()
             facts["snapshot.event"] = cancelled.event.model_dump()
-        projection = await self._store.record_facts(registration_id, facts, session)
+        # No reminder or thank-you for a cancelled registration.
+        forget = list(domain.DUE_FIELDS.values())
+        projection = await self._store.record_facts(registration_id, facts, session, forget=forget)
         if erased:
             return
         expired = cancelled.reason == "offer_expired"
@@ -192,6 +214,61 @@ class Notifications:
         )
         await self._confirm_if_ready(envelope, projection, session)
 
+    async def resend(
+        self, message_id: str, request_id: str | None, correlation_id: str, session: Session
+    ) -> Document:
+        """An organiser's resend: the message once more, to the delegate's current address.
+
+        A confirmation is composed afresh, so it carries the ticket as it is now; other
+        kinds keep what they said, addressed to the delegate as they are now. The same
+        request id twice queues one message.
+        """
+        original = await self._store.message(message_id, session)
+        if original is None:
+            raise ResendRefused(404, "not_found", "No message has that id.")
+        if original["status"] not in (Status.SENT, Status.FAILED):
+            raise ResendRefused(
+                409, "not_settled", "This message has not been sent or failed yet; it goes out on its own."
+            )
+        registration_id = original["registration_id"]
+        projection = await self._store.projection(registration_id, session)
+        if projection is None or domain.is_erased(projection):
+            raise ResendRefused(409, "erased", "The delegate's details have been erased; there is no one to write to.")
+        kind = Kind(original["kind"])
+        if kind == Kind.CONFIRMATION:
+            content = domain.confirmation_content(projection, self._public_url)
+            if content is None:
+                raise ResendRefused(409, "not_confirmed", "The registration has no confirmed ticket to send.")
+        else:
+            earlier = MessageContent.model_validate(original["content"])
+            content = domain.content(
+                projection,
+                self._public_url,
+                ticket_type=earlier.ticket_type,
+                sessions=earlier.sessions,
+                ticket=earlier.ticket,
+                waitlist_position=earlier.waitlist_position,
+                previous_status=earlier.previous_status,
+                offer_expires_at=earlier.offer_expires_at,
+            )
+        version = f"{original['version']}:resend:{request_id or uuid.uuid4()}"
+        message = new_message(correlation_id, None, kind, version, content, datetime.now(UTC))
+        if await self._store.enqueue(message, session):
+            log.info("notification_resend_queued", message_id=message["_id"], resent=message_id)
+            self._on_enqueued()
+        key = message["_id"]
+        queued = await self._store.message(key, session)
+        assert queued is not None
+        return queued
+
+    def _due_times(self, data: Snapshot) -> Document:
+        """When this confirmed delegate's reminder and thank-you fall due, kept in the projection.
+
+        The scheduler (scheduler.py) turns each into a message when its time comes: written with
+        the registration's other facts, a schedule costs the consumer no extra round trip.
+        """
+        return domain.due_times(data.event, self._reminder_lead, self._thank_you_delay, datetime.now(UTC))
+
     async def _record_snapshot(
         self, data: Snapshot, facts: Document, session: Session, unless_known: Document | None = None
     ) -> Document | None:
@@ -225,26 +302,39 @@ class Notifications:
     async def _enqueue(
         self, envelope: Envelope, kind: Kind, version: str, content: MessageContent, session: Session
     ) -> None:
-        key = domain.message_key(content.registration_id, kind, version)
-        now = datetime.now(UTC)
-        message: Document = {
-            "_id": key,
-            "registration_id": content.registration_id,
-            "kind": kind,
-            "version": version,
-            "status": Status.PENDING,
-            "attempts": 0,
-            "last_error": None,
-            "content": content.model_dump(),
-            "correlation_id": envelope.correlationid,
-            "causation_id": envelope.id,
-            "created_at": now,
-            "updated_at": now,
-            "next_attempt_at": now,
-            "sent_at": None,
-        }
+        message = new_message(envelope.correlationid, envelope.id, kind, version, content, datetime.now(UTC))
+        key = message["_id"]
         if await self._store.enqueue(message, session):
             log.info("notification_queued", message_id=key, kind=str(kind))
             self._on_enqueued()
         else:
             log.info("notification_already_queued", message_id=key, kind=str(kind))
+
+
+def new_message(
+    correlation_id: str | None,
+    causation_id: str | None,
+    kind: Kind,
+    version: str,
+    content: MessageContent,
+    now: datetime,
+    due_at: datetime | None = None,
+) -> Document:
+    """A message document, pending, keyed by its idempotency key; `due_at` marks a scheduled one."""
+    return {
+        "_id": domain.message_key(content.registration_id, kind, version),
+        "registration_id": content.registration_id,
+        "kind": kind,
+        "version": version,
+        "status": Status.PENDING,
+        "attempts": 0,
+        "last_error": None,
+        "content": content.model_dump(),
+        "correlation_id": correlation_id,
+        "causation_id": causation_id,
+        "created_at": now,
+        "updated_at": now,
+        "next_attempt_at": due_at or now,
+        "due_at": due_at,
+        "sent_at": None,
+    }

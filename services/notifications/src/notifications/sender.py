@@ -1,17 +1,30 @@
 """Delivers queued messages over SMTP: claim, send, then record the outcome with its event.
 
-A sender claims a due message with one conditional update that sets it to "sending"
-under a lease (domain.LEASE). Once the SMTP server has accepted the message, the
-"sent" mark and the `notification.sent` event are written in one transaction.
-Transient failures (4xx replies, refused connections, timeouts) put the message in
-"retrying" with its next attempt time in MongoDB, so retries survive restarts;
-permanent ones (5xx) mark it "failed" and emit `notification.failed`.
+Each message is a document keyed by its idempotency key (registration, kind, version),
+written in the same transaction as the consumed event that caused it, so a redelivered
+or replayed event finds the key taken and queues nothing. Its states:
 
-The lease is the one narrow window where a delegate can get a message twice: if the
-process dies after the SMTP server accepted the message but before the "sent" mark
-commits, the message stays "sending" until its lease runs out and is then sent
-again. Redelivered events, replays and restarts otherwise leave exactly one email
-per idempotency key.
+    pending --claim--> sending --250--> sent               (+ notification.sent)
+                          |----4xx, refused, timeout--> retrying --due--> sending ...
+                          '----5xx, or past domain.RETRY_WINDOW--> failed  (+ notification.failed)
+
+A sender claims a due message with one conditional update that sets it to "sending"
+under a lease (domain.LEASE) and a claim id of its own; only the holder of that claim
+can record the outcome. Once the SMTP server has accepted the message, the "sent" mark
+and the `notification.sent` event are written in one transaction straight away.
+Retry times live in the message document, so retries survive restarts.
+
+The one narrow window in which a delegate can get a message twice: the SMTP server
+has answered 250 to the message's data, and the process dies (or MongoDB stays
+unreachable for the rest of the lease) before the "sent" mark commits. The message
+is then still "sending"; when its lease runs out another sender takes it and sends it
+again. The window is one database round trip long in the normal case. It cannot be
+closed: SMTP has no way to ask a server whether it already has a message, and marking
+the message sent before handing it over would turn the same crash into a lost email,
+which is worse. The copy carries the same Message-ID (compose.Composer.message_id),
+so mail clients that collapse duplicates show it once. Every other path — redelivered
+events, replays, restarts, a sender that is merely slow (the SMTP timeout is well
+inside the lease) — leaves exactly one email per idempotency key.
 """
 
 from __future__ import annotations
@@ -21,6 +34,7 @@ import random
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
 from email.utils import parseaddr
 
 import aiosmtplib
@@ -29,9 +43,10 @@ from prometheus_client import Counter, Histogram
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
-from notifications import domain
+from notifications import domain, smtp
 from notifications.compose import Composer
 from notifications.domain import DeliveryFailure, Kind, MessageContent, Status
+from notifications.rate import SendRate
 from notifications.settings import NotificationSettings
 from notifications.store import Store
 from plenary_kit import events
@@ -51,6 +66,7 @@ DELIVERY_SECONDS = Histogram(
     buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600),
 )
 
+
 def classify(exc: BaseException) -> DeliveryFailure:
     """Whether trying again later can help: SMTP 4xx and connection trouble can, 5xx and bad input cannot."""
     reply: aiosmtplib.SMTPResponseException | None = None
@@ -66,6 +82,12 @@ def classify(exc: BaseException) -> DeliveryFailure:
     return DeliveryFailure(f"{reason}: {exc}"[:300], permanent=not isinstance(exc, OSError), reason=reason)
 
 
+def _due_since(message: Document) -> datetime:
+    """When the message became due: its scheduled time for a reminder, else when it was queued."""
+    due_at: datetime | None = message.get("due_at")
+    return due_at or message["created_at"]
+
+
 class Sender:
     """The background loop that sends due messages, a few at a time."""
 
@@ -76,6 +98,7 @@ class Sender:
         outbox: Outbox,
         composer: Composer,
         settings: NotificationSettings,
+        rate: SendRate,
         *,
         batch: int = 8,
         poll_seconds: float = 0.2,
@@ -86,6 +109,7 @@ class Sender:
         self._outbox = outbox
         self._composer = composer
         self._settings = settings
+        self._rate = rate
         self._batch = batch
         self._poll = poll_seconds
         self._rng = rng or random.Random()
@@ -133,14 +157,8 @@ class Sender:
         return bool(claimed)
 
     async def _claim_batch(self) -> list[Document]:
-        claimed: list[Document] = []
-        while len(claimed) < self._batch:
-            now = datetime.now(UTC)
-            message = await self._store.claim_due(now, now + domain.LEASE, str(uuid.uuid4()))
-            if message is None:
-                break
-            claimed.append(message)
-        return claimed
+        now = datetime.now(UTC)
+        return await self._store.claim_due(now, now + domain.LEASE, str(uuid.uuid4()), self._batch)
 
     async def _deliver(self, message: Document) -> None:
         with structlog.contextvars.bound_contextvars(
@@ -150,8 +168,24 @@ class Sender:
             kind=message["kind"],
             attempt=message["attempts"],
         ):
+            if message.get("due_at") is not None:
+                current = await self._still_due(message)
+                if current is None:
+                    if await self._store.withdraw_claimed(message["_id"], message["claim"]):
+                        log.info("notification_withdrawn", why="no_longer_due")
+                    return
+                message = {**message, "content": current.model_dump()}
             try:
-                await self._send(message)
+                email, recipient = self._compose(message)
+            except Exception as exc:
+                # A message that cannot be built never will be: fail it rather than retry for a day.
+                failure = DeliveryFailure(f"not composed: {type(exc).__name__}", permanent=True, reason="compose")
+                await self._settle(message, lambda: self._record_failure(message, failure))
+                return
+            # A database hiccup here leaves the message claimed; it is tried again when the lease ends.
+            await self._rate.acquire()
+            try:
+                await smtp.deliver(email, self._envelope_from, recipient, self._settings)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -160,7 +194,23 @@ class Sender:
                 return
             await self._settle(message, lambda: self._record_sent(message))
 
-    async def _send(self, message: Document) -> None:
+    async def _still_due(self, message: Document) -> MessageContent | None:
+        """A reminder or thank-you as the registration stands now; None if it is no longer due.
+
+        Checked when it falls due, not only when it was scheduled: the delegate may have
+        cancelled since, and their ticket or details may have changed.
+        """
+        projection = await self._store.projection(message["registration_id"])
+        if projection is None:
+            return None
+        settings = self._settings
+        due = domain.schedule(projection, settings.reminder_lead, settings.thank_you_delay)
+        if message["_id"] not in [domain.message_key(projection["_id"], item.kind, item.version) for item in due]:
+            return None
+        public_url = settings.plenary_public_url
+        return domain.confirmation_content(projection, public_url) or domain.content(projection, public_url)
+
+    def _compose(self, message: Document) -> tuple[EmailMessage, str]:
         content = MessageContent.model_validate(message["content"])
         email = self._composer.compose(
             message["_id"],
@@ -169,18 +219,7 @@ class Sender:
             created_at=message["created_at"],
             now=datetime.now(UTC),
         )
-        await asyncio.wait_for(
-            aiosmtplib.send(
-                email,
-                hostname=self._settings.smtp_host,
-                port=self._settings.smtp_port,
-                sender=self._envelope_from,
-                recipients=[content.delegate.email],
-                start_tls=False,
-                timeout=self._settings.smtp_timeout_seconds,
-            ),
-            self._settings.smtp_timeout_seconds,
-        )
+        return email, content.delegate.email
 
     async def _settle(self, message: Document, record: Callable[[], Awaitable[None]]) -> None:
         """Record an outcome, retrying through a database hiccup for as long as the claim lasts."""
@@ -216,12 +255,12 @@ class Sender:
             return
         self._outbox.nudge()
         MESSAGES.labels(message["kind"], "sent").inc()
-        DELIVERY_SECONDS.observe((now - message["created_at"]).total_seconds())
+        DELIVERY_SECONDS.observe((now - _due_since(message)).total_seconds())
         log.info("notification_sent")
 
     async def _record_failure(self, message: Document, failure: DeliveryFailure) -> None:
         now = datetime.now(UTC)
-        next_step = domain.after_failure(failure, message["attempts"], message["created_at"], now, self._rng)
+        next_step = domain.after_failure(failure, message["attempts"], _due_since(message), now, self._rng)
         changes: Document = {"last_error": failure.error, "updated_at": now}
         if next_step.status == Status.RETRYING:
             changes["next_attempt_at"] = next_step.next_attempt_at

@@ -7,7 +7,7 @@ from datetime import datetime
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
-from notifications.domain import Status
+from notifications.domain import DUE_FIELDS, Status
 from plenary_kit.mongo import Document, Session
 
 LIST_LIMIT = 500
@@ -19,28 +19,42 @@ class Store:
         # from the registration and ticketing topics alike.
         self.registrations = db["registrations"]
         self.messages = db["messages"]
+        # One small document per send-rate window, shared by every sender of the service (rate.py).
+        self.send_windows = db["send_windows"]
 
     async def prepare(self) -> None:
         # Sparse: sent and failed messages drop out of the index the sender scans.
         await self.messages.create_index("next_attempt_at", sparse=True)
         await self.messages.create_index([("registration_id", ASCENDING), ("created_at", ASCENDING)])
         await self.messages.create_index([("status", ASCENDING), ("created_at", DESCENDING)])
+        await self.send_windows.create_index("expires_at", expireAfterSeconds=0)
+        for field in DUE_FIELDS.values():
+            # Sparse: only registrations with a reminder or thank-you still to come are in it.
+            await self.registrations.create_index(field, sparse=True)
 
-    async def projection(self, registration_id: str, session: Session) -> Document | None:
+    async def projection(self, registration_id: str, session: Session | None = None) -> Document | None:
         return await self.registrations.find_one({"_id": registration_id}, session=session)
 
     async def record_facts(
-        self, registration_id: str, facts: Document, session: Session, unless_known: Document | None = None
+        self,
+        registration_id: str,
+        facts: Document,
+        session: Session,
+        unless_known: Document | None = None,
+        forget: list[str] | None = None,
     ) -> Document:
         """Add facts to the registration's projection and return all of it.
 
         Every handler writes this one document, so two transactions bringing the two
         halves of a confirmation conflict and one retries: the later one always sees both.
-        `unless_known` holds times recorded only where the projection has none yet.
+        `unless_known` holds times recorded only where the projection has none yet;
+        `forget` names fields to remove (a cancelled delegate's reminder time).
         """
         update: Document = {"$set": facts}
         if unless_known:
             update["$min"] = unless_known
+        if forget:
+            update["$unset"] = dict.fromkeys(forget, "")
         projection = await self.registrations.find_one_and_update(
             {"_id": registration_id},
             update,
@@ -55,7 +69,10 @@ class Store:
         """Forget the delegate's name, address and manage token; the registration's other facts stay."""
         await self.registrations.update_one(
             {"_id": registration_id},
-            {"$set": {"erased_at": at, "updated_at": at}, "$unset": {"snapshot.delegate": "", "manage_token": ""}},
+            {
+                "$set": {"erased_at": at, "updated_at": at},
+                "$unset": {"snapshot.delegate": "", "manage_token": "", **dict.fromkeys(DUE_FIELDS.values(), "")},
+            },
             upsert=True,
             session=session,
         )
@@ -91,20 +108,48 @@ class Store:
         )
         return result.upserted_id is not None
 
-    async def claim_due(self, now: datetime, lease_until: datetime, claim: str) -> Document | None:
-        """Take one due message for this sender, atomically; a message whose lease ran out is due again."""
-        return await self.messages.find_one_and_update(
-            {
-                "next_attempt_at": {"$lte": now},
-                "status": {"$in": [Status.PENDING, Status.RETRYING, Status.SENDING]},
-            },
+    async def due_registrations(self, field: str, now: datetime, limit: int) -> list[Document]:
+        """Registrations whose reminder or thank-you (by its due field) has fallen due."""
+        cursor = self.registrations.find({field: {"$lte": now}}, projection={field: 1}).sort(field, ASCENDING)
+        return await cursor.limit(limit).to_list(limit)
+
+    async def clear_due(self, registration_id: str, field: str, seen: datetime, session: Session) -> bool:
+        """Mark a due time as dealt with, unless it changed since it was read (the event moved)."""
+        result = await self.registrations.update_one(
+            {"_id": registration_id, field: seen}, {"$unset": {field: ""}}, session=session
+        )
+        return result.modified_count == 1
+
+    async def withdraw_claimed(self, key: str, claim: str) -> bool:
+        """Drop a claimed reminder or thank-you that turned out to be no longer due when its time came."""
+        result = await self.messages.delete_one({"_id": key, "status": Status.SENDING, "claim": claim})
+        return result.deleted_count == 1
+
+    async def claim_due(self, now: datetime, lease_until: datetime, claim: str, limit: int) -> list[Document]:
+        """Take up to `limit` due messages for this sender; a message whose lease ran out is due again.
+
+        Three round trips for the whole batch: find candidates, claim them with one conditional
+        update that repeats the due test (so of two senders racing for a message, one gets it),
+        and read back the ones this claim won.
+        """
+        due: Document = {
+            "next_attempt_at": {"$lte": now},
+            "status": {"$in": [Status.PENDING, Status.RETRYING, Status.SENDING]},
+        }
+        candidates = await (
+            self.messages.find(due, projection={"_id": 1}).sort("next_attempt_at", ASCENDING).limit(limit)
+        ).to_list(limit)
+        if not candidates:
+            return []
+        ids = [candidate["_id"] for candidate in candidates]
+        await self.messages.update_many(
+            {"_id": {"$in": ids}, **due},
             {
                 "$set": {"status": Status.SENDING, "claim": claim, "next_attempt_at": lease_until, "updated_at": now},
                 "$inc": {"attempts": 1},
             },
-            sort=[("next_attempt_at", ASCENDING)],
-            return_document=ReturnDocument.AFTER,
         )
+        return await self.messages.find({"_id": {"$in": ids}, "claim": claim}).to_list(limit)
 
     async def settle(
         self, key: str, claim: str, status: Status, changes: Document, session: Session | None = None
@@ -118,14 +163,18 @@ class Store:
         )
         return result.modified_count == 1
 
-    async def message(self, key: str) -> Document | None:
-        return await self.messages.find_one({"_id": key})
+    async def message(self, key: str, session: Session | None = None) -> Document | None:
+        return await self.messages.find_one({"_id": key}, session=session)
 
-    async def messages_for(self, registration_id: str | None, status: str | None) -> list[Document]:
+    async def messages_for(
+        self, registration_id: str | None, status: str | None, kind: str | None = None
+    ) -> list[Document]:
         query: Document = {}
         if registration_id is not None:
             query["registration_id"] = registration_id
         if status is not None:
             query["status"] = status
+        if kind is not None:
+            query["kind"] = kind
         cursor = self.messages.find(query, projection={"content": 0}).sort("created_at", DESCENDING)
         return await cursor.limit(LIST_LIMIT).to_list(LIST_LIMIT)

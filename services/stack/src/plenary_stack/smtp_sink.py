@@ -1,8 +1,16 @@
-"""The embedded SMTP server: accepts every message and stores it in a Maildir, or refuses on demand."""
+"""The embedded SMTP server: accepts every message and stores it in a Maildir, or refuses on demand.
+
+Two ways to refuse, for tests of a mail server in trouble: `refusing` answers 421 to every
+recipient, and `close_port` stops listening, so new connections are refused outright as by
+a server that is down. Run as a process, SIGUSR1 closes the port and SIGUSR2 opens it again.
+Mail to any address at no-such-mailbox.example is rejected for good (550), as a real
+server rejects an unknown mailbox.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import mailbox
 import os
@@ -21,6 +29,10 @@ from plenary_kit.logs import get_logger
 log = get_logger(__name__)
 
 REFUSAL = "421 4.3.2 Service not available, please try again later"
+# Mail for this domain bounces the way a real server rejects a mailbox that does not exist,
+# so a permanent failure can be seen end to end.
+NO_SUCH_MAILBOX_DOMAIN = "no-such-mailbox.example"
+NO_SUCH_MAILBOX = "550 5.1.1 No such mailbox here"
 
 # aiosmtpd logs every sender and recipient address at INFO; addresses stay out of our logs.
 logging.getLogger("mail.log").setLevel(logging.WARNING)
@@ -37,6 +49,8 @@ class _MaildirHandler:
     ) -> str:
         if self._sink.refusing:
             return REFUSAL
+        if address.rpartition("@")[2].lower() == NO_SUCH_MAILBOX_DOMAIN:
+            return NO_SUCH_MAILBOX
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return "250 OK"
@@ -63,6 +77,7 @@ class SmtpSink:
         # Read by the server thread on every command; a plain bool flip is atomic enough for a switch.
         self.refusing = False
         self._controller: Controller | None = None
+        self._port_closed = False
 
     def store(self, mail_from: str, rcpt_tos: list[str], raw: bytes) -> None:
         # Return-Path and Delivered-To are what a delivery agent records, so readers of the
@@ -78,8 +93,42 @@ class SmtpSink:
         self._controller = controller
         log.info("smtp_sink_started", host=self.host, port=self.port)
 
+    @property
+    def listening(self) -> bool:
+        return self._controller is not None and not self._port_closed
+
+    def close_port(self) -> None:
+        """Stop listening: connection attempts are refused; sessions already open may finish."""
+        controller = self._controller
+        if controller is None or controller.server is None or self._port_closed:
+            return
+        server = controller.server
+
+        async def close() -> None:
+            # Closes the listening socket only; accepted connections are left to end on their own.
+            server.close()
+
+        asyncio.run_coroutine_threadsafe(close(), controller.loop).result(5)
+        self._port_closed = True
+        log.info("smtp_sink_port_closed", port=self.port)
+
+    def open_port(self) -> None:
+        """Listen again on the same port after `close_port`."""
+        controller = self._controller
+        if controller is None or not self._port_closed:
+            return
+
+        async def listen() -> asyncio.AbstractServer:
+            # The controller's own factory, so new sessions are served exactly as before.
+            return await controller._create_server()
+
+        controller.server = asyncio.run_coroutine_threadsafe(listen(), controller.loop).result(5)
+        self._port_closed = False
+        log.info("smtp_sink_port_opened", port=self.port)
+
     def stop(self) -> None:
         controller, self._controller = self._controller, None
+        self._port_closed = False
         if controller is not None:
             controller.stop()
             log.info("smtp_sink_stopped", port=self.port)
@@ -101,18 +150,28 @@ def main(argv: list[str] | None = None) -> None:
     logs.configure("smtp-sink")
 
     stopping = threading.Event()
+    # Set by the signal handlers, applied by the loop below: True to listen, False to refuse.
+    wanted = {"listening": True}
 
     def request_stop(signum: int, _: FrameType | None) -> None:
         stopping.set()
 
+    def request_port(signum: int, _: FrameType | None) -> None:
+        wanted["listening"] = signum == signal.SIGUSR2
+
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGUSR1, request_port)
+    signal.signal(signal.SIGUSR2, request_port)
     sink = SmtpSink(args.host, args.port, args.maildir)
     sink.start()
     try:
         # A timed wait keeps the main thread returning to the interpreter, where signal handlers run.
-        while not stopping.wait(0.5):
-            pass
+        while not stopping.wait(0.05):
+            if wanted["listening"] and not sink.listening:
+                sink.open_port()
+            elif not wanted["listening"] and sink.listening:
+                sink.close_port()
     finally:
         sink.stop()
 

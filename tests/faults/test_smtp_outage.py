@@ -1,0 +1,275 @@
+"""The mail server goes away in the middle of a registration burst: every email still arrives, once.
+
+The embedded SMTP sink closes its listening socket for 30 seconds (connections are refused,
+as by a server that is down) while 200 delegates register through the registration API. When
+it listens again, every delegate must have exactly one email, read back from the Maildir as a
+mail client would read it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import io
+import signal
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import icalendar
+import pytest
+import zxingcpp
+from journey import eventually, organiser, register
+from PIL import Image
+
+from plenary_stack.processes import port_open
+from plenary_stack.stack import EmbeddedStack, StackConfig
+
+pytestmark = pytest.mark.timeout(600)
+
+DELEGATES = 200
+OUTAGE_SECONDS = 30
+CAPACITY = 180
+TITLE = "Education Leadership in Challenging Times"
+VENUE = "The Spine, 2 Paddington Village, Liverpool"
+CONTACT = "leadership-centre@university.example"
+LONDON = ZoneInfo("Europe/London")
+# A summer date, so the event's own timezone (BST) differs from UTC and a slip would show.
+STARTS = datetime(2027, 6, 17, 9, 30, tzinfo=LONDON)
+ENDS = datetime(2027, 6, 17, 16, 0, tzinfo=LONDON)
+SCHOOLS = ("Halton Lea Primary", "Knowsley Park Academy", "Wirral Grammar", "St Helens College", "Sefton SEN Centre")
+NAMES = ("Siobhán Ní Bhriain", "Tunde Olubayo", "Zoë O'Neill", "Nguyễn Thị Lan", "Pádraig Ó Súilleabháin")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
+    """A stack of this module's own: its SMTP sink is switched off and on, and its Maildir counted."""
+    config = StackConfig.isolated(
+        tmp_path_factory.mktemp("smtp-outage"),
+        "test",
+        {
+            # Every registration comes from this one client.
+            "PLENARY_RATE_LIMITS": "off",
+            "KAFKA_SESSION_TIMEOUT_MS": "2000",
+            "KAFKA_HEARTBEAT_INTERVAL_MS": "300",
+            "CONSUMER_RETRY_BASE_SECONDS": "0.05",
+            "CONSUMER_MAX_ATTEMPTS": "3",
+        },
+    )
+    running = EmbeddedStack(config)
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+
+
+
+def inbox(maildir: Path) -> dict[str, list[EmailMessage]]:
+    """Every message in the Maildir, by the SMTP recipient the sink recorded for it."""
+    by_recipient: dict[str, list[EmailMessage]] = {}
+    for folder in ("new", "cur"):
+        directory = maildir / folder
+        for path in sorted(directory.iterdir()) if directory.is_dir() else []:
+            parsed = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+            assert isinstance(parsed, EmailMessage)
+            for recipient in parsed.get_all("Delivered-To", []):
+                by_recipient.setdefault(str(recipient).strip(), []).append(parsed)
+    return by_recipient
+
+
+def set_listening(stack: EmbeddedStack, listening: bool) -> None:
+    """Ask the sink process to open or close its port, and wait until it has."""
+    assert stack.smtp.process is not None
+    stack.smtp.process.send_signal(signal.SIGUSR2 if listening else signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while port_open("127.0.0.1", stack.config.smtp_port) != listening:
+        assert time.monotonic() < deadline, f"the SMTP sink did not {'open' if listening else 'close'} its port"
+        time.sleep(0.05)
+
+
+async def create_event(http: httpx.AsyncClient, stack: EmbeddedStack) -> str:
+    reply = await http.post(
+        f"{stack.config.url('registration')}/api/v1/events",
+        headers=organiser(stack),
+        json={
+            "slug": f"leadership-symposium-{uuid.uuid4().hex[:8]}",
+            "title": TITLE,
+            "venue": VENUE,
+            "starts_at": STARTS.isoformat(),
+            "ends_at": ENDS.isoformat(),
+            "timezone": "Europe/London",
+            "capacity": CAPACITY,
+            "organiser_contact": CONTACT,
+        },
+    )
+    assert reply.status_code == 201, reply.text
+    return str(reply.json()["id"])
+
+
+async def register_burst(http: httpx.AsyncClient, stack: EmbeddedStack, event_id: str) -> list[dict[str, Any]]:
+    """DELEGATES registrations, 20 in flight at a time, as a booking surge would send them."""
+    run = uuid.uuid4().hex[:6]
+    pending = iter(range(DELEGATES))
+    replies: list[dict[str, Any]] = []
+
+    async def phone() -> None:
+        for n in pending:
+            reply = await http.post(
+                f"{stack.config.url('registration')}/api/v1/events/{event_id}/registrations",
+                json={
+                    "name": NAMES[n % len(NAMES)],
+                    "email": f"delegate{n}.{run}@school.example",
+                    "organisation": SCHOOLS[n % len(SCHOOLS)],
+                    "role": "headteacher",
+                    "consent": True,
+                },
+            )
+            assert reply.status_code == 201, reply.text
+            replies.append({**reply.json(), "email": f"delegate{n}.{run}@school.example"})
+
+    await asyncio.gather(*(phone() for _ in range(20)))
+    return replies
+
+
+async def unsettled(http: httpx.AsyncClient, stack: EmbeddedStack) -> int:
+    """Messages still waiting to go out now (scheduled reminders and thank-yous are not due yet)."""
+    count = 0
+    for status in ("pending", "sending", "retrying"):
+        reply = await http.get(
+            f"{stack.config.url('notifications')}/api/v1/notifications",
+            params={"status": status},
+            headers=organiser(stack),
+        )
+        assert reply.status_code == 200, reply.text
+        now = datetime.now(UTC)
+        count += sum(1 for row in reply.json() if not row["due_at"] or datetime.fromisoformat(row["due_at"]) <= now)
+    return count
+
+
+async def test_every_email_arrives_once_after_the_mail_server_refused_connections_for_30_seconds(
+    stack: EmbeddedStack,
+) -> None:
+    maildir = stack.config.maildir
+    async with httpx.AsyncClient(timeout=30.0) as http:
+        event_id = await create_event(http, stack)
+        await asyncio.to_thread(set_listening, stack, False)
+        outage_started = time.monotonic()
+        try:
+            replies = await register_burst(http, stack, event_id)
+            burst_seconds = time.monotonic() - outage_started
+            assert burst_seconds < OUTAGE_SECONDS, f"the burst took {burst_seconds:.0f} s, longer than the outage"
+
+            async def retrying() -> bool:
+                reply = await http.get(
+                    f"{stack.config.url('notifications')}/api/v1/notifications",
+                    params={"status": "retrying"},
+                    headers=organiser(stack),
+                )
+                return bool(reply.json())
+
+            # The senders are really meeting refusals, not merely waiting for events.
+            await eventually(retrying, OUTAGE_SECONDS, "a message to be retrying")
+            assert inbox(maildir) == {}
+            await asyncio.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - outage_started)))
+        finally:
+            await asyncio.to_thread(set_listening, stack, True)
+
+        addresses = {reply["email"] for reply in replies}
+        statuses = Counter(reply["status"] for reply in replies)
+        assert statuses == {"confirmed": CAPACITY, "waitlisted": DELEGATES - CAPACITY}
+
+        async def everyone_has_mail() -> bool:
+            return addresses <= set(inbox(maildir))
+
+        await eventually(everyone_has_mail, 300, "an email for every delegate")
+
+        async def all_settled() -> bool:
+            return await unsettled(http, stack) == 0
+
+        await eventually(all_settled, 120, "every due message to be settled")
+        received = inbox(maildir)
+        assert set(received) == addresses
+        doubled = {address: len(mails) for address, mails in received.items() if len(mails) != 1}
+        assert doubled == {}
+        subjects = Counter(str(mails[0]["Subject"]).strip() for mails in received.values())
+        assert subjects == {
+            f"Your place at {TITLE} is confirmed: your ticket": CAPACITY,
+            f"You are on the waiting list for {TITLE}": DELEGATES - CAPACITY,
+        }
+        log = await http.get(
+            f"{stack.config.url('notifications')}/api/v1/notifications",
+            params={"status": "sent"},
+            headers=organiser(stack),
+        )
+        retried = [row for row in log.json() if row["attempts"] > 1]
+        assert retried, "no message needed a second attempt, so the outage was never met"
+
+
+async def ticket_code(http: httpx.AsyncClient, stack: EmbeddedStack, registration: dict[str, Any]) -> str:
+    async def fetch() -> str | None:
+        reply = await http.get(
+            f"{stack.config.url('ticketing')}/api/v1/registrations/{registration['id']}/ticket",
+            headers={"X-Manage-Token": registration["manage_token"]},
+        )
+        return str(reply.json()["code"]) if reply.status_code == 200 else None
+
+    code: str = await eventually(fetch, 60, "the ticket")
+    return code
+
+
+async def test_confirmation_reads_as_a_mail_client_sees_it(stack: EmbeddedStack) -> None:
+    async with httpx.AsyncClient(timeout=30.0) as http:
+        event_id = await create_event(http, stack)
+        address = f"zoe.{uuid.uuid4().hex[:8]}@birkenhead-park.example"
+        registration = await register(http, stack, event_id, address)
+        code = await ticket_code(http, stack, registration)
+
+        async def arrived() -> list[EmailMessage]:
+            return inbox(stack.config.maildir).get(address, [])
+
+        (mail,) = await eventually(arrived, 60, "the confirmation email")
+
+    plain = mail.get_body(preferencelist=("plain",))
+    html = mail.get_body(preferencelist=("html",))
+    assert plain is not None and html is not None
+    for text in (plain.get_content(), html.get_content()):
+        assert TITLE in text
+        assert "Thursday 17 June 2027, 09:30–16:00 (BST)" in text
+        assert VENUE in text
+        assert CONTACT in text
+        assert f"/manage/{registration['id']}?token=" in text
+
+    inline = {
+        part["Content-ID"].strip("<>"): part
+        for part in mail.walk()
+        if part.get_content_type() == "image/png" and part.get_content_disposition() == "inline"
+    }
+    (cid,) = [cid for cid in inline if f'src="cid:{cid}"' in html.get_content()]
+    decoded = zxingcpp.read_barcodes(Image.open(io.BytesIO(inline[cid].get_content())))
+    assert [barcode.text for barcode in decoded] == [code]
+
+    attachments = {part.get_filename(): part for part in mail.iter_attachments()}
+    png = attachments.pop("ticket.png")
+    assert [b.text for b in zxingcpp.read_barcodes(Image.open(io.BytesIO(png.get_content())))] == [code]
+    ((filename, ics_part),) = attachments.items()
+    assert filename.endswith(".ics")
+    assert ics_part.get_content_type() == "text/calendar"
+    calendar = icalendar.Calendar.from_ical(ics_part.get_payload(decode=True))
+    (vevent,) = calendar.walk("VEVENT")
+    start, end = vevent.decoded("DTSTART"), vevent.decoded("DTEND")
+    assert start == STARTS and end == ENDS
+    assert (start.astimezone(LONDON).hour, start.astimezone(LONDON).minute) == (9, 30)
+    assert str(vevent["LOCATION"]) == VENUE
+    assert str(vevent["SUMMARY"]) == TITLE
+    assert end - start == timedelta(hours=6, minutes=30)
