@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PACKAGES := services/kit services/registration services/ticketing services/notifications services/checkin services/stack
 SYSTEM_STAMP := $(VENV)/.system-packages
-SYSTEM_PACKAGES := docker-compose chromium
+SYSTEM_PACKAGES := docker-compose chromium fonts-dejavu-core
 
 .PHONY: up test lint install system-deps replay clean
 

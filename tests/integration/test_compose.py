@@ -40,13 +40,20 @@ def run_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
+SECRETS = {
+    "PLENARY_ADMIN_TOKEN": "compose-test-token",
+    "PLENARY_LINK_KEY": "compose-test-link-key",
+    "PLENARY_TICKET_MASTER_KEY": "compose-test-master-key",
+}
+
+
 def environment_without_token() -> dict[str, str]:
-    return {name: value for name, value in os.environ.items() if name != "PLENARY_ADMIN_TOKEN"}
+    return {name: value for name, value in os.environ.items() if name not in SECRETS}
 
 
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
-    result = run_config({**environment_without_token(), "PLENARY_ADMIN_TOKEN": "compose-test-token"})
+    result = run_config({**environment_without_token(), **SECRETS})
     assert result.returncode == 0, result.stderr
     config: dict[str, Any] = yaml.safe_load(result.stdout)
     return config
@@ -92,7 +99,9 @@ def test_service_has_contract_environment_port_and_readiness_healthcheck(compose
     service = compose["services"][name]
     env = environment(service)
     assert {key: env.get(key) for key in CONTRACT_ENV} == CONTRACT_ENV
-    assert env["PLENARY_ADMIN_TOKEN"] == "compose-test-token"
+    # Every service shares the secrets: one seals manage links another opens, and any ticketing
+    # replica must open the signing keys another stored.
+    assert {key: env.get(key) for key in SECRETS} == SECRETS
     assert published_ports(service) == {PORTS[name]}
     check = " ".join(service["healthcheck"]["test"])
     assert f"127.0.0.1:{PORTS[name]}/readyz" in check
@@ -138,10 +147,12 @@ def test_mailpit_serves_smtp_and_its_web_ui(compose: dict[str, Any]) -> None:
 
 
 @needs_compose
-def test_config_fails_without_an_admin_token() -> None:
-    result = run_config(environment_without_token())
+@pytest.mark.parametrize("missing", sorted(SECRETS))
+def test_config_fails_without_each_secret(missing: str) -> None:
+    given = {name: value for name, value in SECRETS.items() if name != missing}
+    result = run_config({**environment_without_token(), **given})
     assert result.returncode != 0
-    assert "set PLENARY_ADMIN_TOKEN" in result.stderr
+    assert f"set {missing}" in result.stderr
 
 
 def dockerfile_instructions(name: str) -> list[tuple[str, str]]:
