@@ -46,6 +46,17 @@ def test_code_for_another_event_is_wrong_event() -> None:
     assert domain.check_code(code, EVENT_ID, PUBLIC) is Verdict.WRONG_EVENT
 
 
+def test_code_of_another_event_whose_key_we_do_not_hold_is_wrong_event() -> None:
+    code = domain.parse_code(_code(str(uuid.uuid4())))
+    assert domain.check_code(code, EVENT_ID, None) is Verdict.WRONG_EVENT
+
+
+def test_altered_event_id_fails_signature_rather_than_reading_as_another_event() -> None:
+    code = domain.parse_code(_flip(_code(), 5))
+    assert code is not None and code.event_id != EVENT_ID
+    assert domain.check_code(code, EVENT_ID, PUBLIC) is Verdict.INVALID_SIGNATURE
+
+
 def test_tampered_ticket_id_fails_signature() -> None:
     code = domain.parse_code(_flip(_code(), 20))
     assert code is not None

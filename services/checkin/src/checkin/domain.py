@@ -147,13 +147,21 @@ def parse_code(text: str) -> TicketCode | None:
 
 
 def check_code(code: TicketCode | None, event_id: str, public_key: bytes | None) -> Verdict | None:
-    """Why a code cannot be honoured at this event, or None when it is genuine and ours."""
+    """Why a code cannot be honoured at this event, or None when it is genuine and ours.
+
+    `public_key` is this event's key with the code's key id, if there is one. A code naming one of
+    our keys is verified before its event is compared, so an altered event id reads as a forgery
+    (`invalid_signature`); a code whose key we do not hold is another event's (`wrong_event`) or,
+    claiming to be ours, a forgery.
+    """
     if code is None:
         return Verdict.MALFORMED
+    if public_key is None:
+        return Verdict.WRONG_EVENT if code.event_id != event_id else Verdict.INVALID_SIGNATURE
+    if not ticketcode.verify(code, public_key):
+        return Verdict.INVALID_SIGNATURE
     if code.event_id != event_id:
         return Verdict.WRONG_EVENT
-    if public_key is None or not ticketcode.verify(code, public_key):
-        return Verdict.INVALID_SIGNATURE
     return None
 
 

@@ -184,9 +184,7 @@ class Scans:
             return earlier["reply"]  # type: ignore[no-any-return]
 
         code = domain.parse_code(request.code)
-        public_key = None
-        if code is not None and code.event_id == event_id:
-            public_key = await self._public_key(event_id, code.key_id)
+        public_key = await self._public_key(event_id, code.key_id) if code is not None else None
         rejection = domain.check_code(code, event_id, public_key)
         # Only a genuine code's ticket id is trusted in events; the audit keeps whatever was decoded.
         genuine = code.ticket_id if code is not None and rejection is None else None
