@@ -34,7 +34,7 @@ def test_event_time_reads_in_the_events_own_time_zone() -> None:
     summer = datetime(2027, 6, 10, 8, 0, tzinfo=UTC)
 
     assert printable.when(summer, datetime(2027, 6, 10, 15, 0, tzinfo=UTC), "Europe/London") == (
-        "Thursday 10 June 2027, 09:00 to 16:00"
+        "Thursday 10 June 2027, 09:00–16:00"
     )
     assert printable.when(summer, datetime(2027, 6, 11, 15, 0, tzinfo=UTC), "Europe/London").endswith(
         "to Friday 11 June 2027, 16:00"

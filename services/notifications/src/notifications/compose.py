@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, tzinfo
+from datetime import datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from notifications import ics
 from notifications.domain import Kind, MessageContent, TicketFacts
-from plenary_kit import events, qr
+from plenary_kit import dates, events, qr
 
 # Each takes the event's title only. The fixed wording stays ASCII: a folded subject gains
 # a stray space beside an encoded character.
@@ -32,30 +31,14 @@ SUBJECTS = {
 TICKET_FILENAME = "ticket.png"
 
 
-def _zone(name: str) -> tzinfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
-
-
-def _day(moment: datetime) -> str:
-    return f"{moment:%A} {moment.day} {moment:%B %Y}"
-
-
 def when(event: events.EventSummary) -> str:
     """The event's date and time as a delegate there would read it, in the event's own timezone."""
-    zone = _zone(event.timezone)
-    start, end = event.starts_at.astimezone(zone), event.ends_at.astimezone(zone)
-    if start.date() == end.date():
-        return f"{_day(start)}, {start:%H:%M}–{end:%H:%M} ({start:%Z})"
-    return f"{_day(start)}, {start:%H:%M} {start:%Z} to {_day(end)}, {end:%H:%M} {end:%Z}"
+    return dates.span(event.starts_at, event.ends_at, dates.zone(event.timezone), with_zone=True)
 
 
 def deadline(moment: datetime, timezone: str) -> str:
     """A deadline as a delegate at the event reads it, in the event's own timezone."""
-    local = moment.astimezone(_zone(timezone))
-    return f"{_day(local)} at {local:%H:%M} ({local:%Z})"
+    return dates.moment(moment, dates.zone(timezone), with_zone=True)
 
 
 def session_times(event: events.EventSummary, codes: list[str]) -> list[str]:
@@ -63,7 +46,7 @@ def session_times(event: events.EventSummary, codes: list[str]) -> list[str]:
 
     A code the event summary does not list (a session since withdrawn) is shown as it is.
     """
-    zone = _zone(event.timezone)
+    zone = dates.zone(event.timezone)
     several_days = event.starts_at.astimezone(zone).date() != event.ends_at.astimezone(zone).date()
     by_code = {session.code: session for session in event.sessions}
     lines = []
@@ -73,7 +56,7 @@ def session_times(event: events.EventSummary, codes: list[str]) -> list[str]:
             lines.append(code)
             continue
         start, end = session.starts_at.astimezone(zone), session.ends_at.astimezone(zone)
-        day = f"{_day(start)}, " if several_days else ""
+        day = f"{dates.day(start)}, " if several_days else ""
         lines.append(f"{session.title} ({day}{start:%H:%M}–{end:%H:%M})")
     return lines
 

@@ -20,17 +20,17 @@ import hmac
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from pydantic import ValidationError
 
+from plenary_kit import dates
 from plenary_kit.auth import hash_token
 from plenary_kit.mongo import Document
 from registration import domain
@@ -236,30 +236,6 @@ async def _read_form(request: Request) -> Form:
 # --- What the pages show --------------------------------------------------------------------------
 
 
-def _zone(name: str) -> tzinfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
-
-
-def _day(moment: datetime) -> str:
-    return f"{moment:%A} {moment.day} {moment:%B %Y}"
-
-
-def when(starts_at: datetime, ends_at: datetime, zone: tzinfo) -> str:
-    """A time span as a delegate at the venue reads it, e.g. "Friday 12 March 2027, 09:30–16:00"."""
-    start, end = starts_at.astimezone(zone), ends_at.astimezone(zone)
-    if start.date() == end.date():
-        return f"{_day(start)}, {start:%H:%M}–{end:%H:%M}"
-    return f"{_day(start)}, {start:%H:%M} to {_day(end)}, {end:%H:%M}"
-
-
-def _moment(value: datetime, zone: tzinfo) -> str:
-    local = value.astimezone(zone)
-    return f"{_day(local)} at {local:%H:%M}"
-
-
 def places(count: int) -> str:
     if count <= 0:
         return "No places left"
@@ -332,14 +308,14 @@ class Problems:
 
 
 def event_view(event: Mapping[str, Any], now: datetime) -> dict[str, Any]:
-    zone = _zone(event["timezone"])
+    zone = dates.zone(event["timezone"])
     state, opens = "open", ""
     try:
         domain.check_window(event, now)
     except RegistrationRejected as exc:
         state = "not_open" if exc.code == "registration_not_open" else "closed"
         if event.get("registration_opens_at"):
-            opens = _moment(event["registration_opens_at"], zone)
+            opens = dates.moment(event["registration_opens_at"], zone)
     ticket_left = event.get("ticket_left", {})
     ticket_types = []
     for ticket in event["ticket_types"]:
@@ -350,7 +326,7 @@ def event_view(event: Mapping[str, Any], now: datetime) -> dict[str, Any]:
     event_day = event["starts_at"].astimezone(zone).date()
     for session in event.get("sessions", []):
         left = event.get("session_left", {}).get(session["code"], 0)
-        time = when(session["starts_at"], session["ends_at"], zone)
+        time = dates.span(session["starts_at"], session["ends_at"], zone)
         if session["starts_at"].astimezone(zone).date() == event_day:
             time = time.partition(", ")[2]
         status = places(left) if left > 0 else "Full – you can join the waiting list"
@@ -359,7 +335,7 @@ def event_view(event: Mapping[str, Any], now: datetime) -> dict[str, Any]:
         "slug": event["slug"],
         "title": event["title"],
         "venue": event["venue"],
-        "when": when(event["starts_at"], event["ends_at"], zone),
+        "when": dates.span(event["starts_at"], event["ends_at"], zone),
         "places_left": places(event["places_left"]),
         "full": event["places_left"] <= 0,
         "state": state,
@@ -583,7 +559,7 @@ async def _own_registration(store: Store, registration_id: str, token: str | Non
 
 
 async def _registration_view(store: Store, registration: Document, event: Document) -> dict[str, Any]:
-    zone = _zone(event["timezone"])
+    zone = dates.zone(event["timezone"])
     titles = {s["code"]: s["title"] for s in event.get("sessions", [])}
     ticket_names = {t["code"]: t["name"] for t in event["ticket_types"]}
     waiting = registration.get("waiting_sessions") or []
@@ -609,7 +585,9 @@ async def _registration_view(store: Store, registration: Document, event: Docume
         "id": registration["_id"],
         "status": registration["status"],
         "position": registration.get("waitlist_position"),
-        "offer_until": _moment(offer["expires_at"], zone) if offer and registration["status"] == "waitlisted" else "",
+        "offer_until": (
+            dates.moment(offer["expires_at"], zone) if offer and registration["status"] == "waitlisted" else ""
+        ),
         "name": registration["name"],
         "email": registration["email"],
         "organisation": registration["organisation"],

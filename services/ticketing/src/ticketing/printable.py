@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Final
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fpdf import FPDF
 
-from plenary_kit import qr
+from plenary_kit import dates, qr
 
 _FONT_CANDIDATES: Final = (
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
@@ -53,19 +52,14 @@ def font_path() -> Path | None:
 
 
 def when(starts_at: datetime | None, ends_at: datetime | None, timezone: str) -> str:
-    """"Thursday 4 March 2027, 09:00 to 16:30" in the event's own time zone."""
+    """"Thursday 4 March 2027, 09:00–16:30" in the event's own time zone."""
     if starts_at is None:
         return "Date to be confirmed"
-    try:
-        zone = ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        zone = ZoneInfo("UTC")
-    start = starts_at.astimezone(zone)
-    text = f"{start:%A} {start.day} {start:%B %Y, %H:%M}"
-    if ends_at is not None:
-        end = ends_at.astimezone(zone)
-        text += f" to {end:%H:%M}" if end.date() == start.date() else f" to {end:%A} {end.day} {end:%B %Y, %H:%M}"
-    return text
+    zone = dates.zone(timezone)
+    if ends_at is None:
+        local = starts_at.astimezone(zone)
+        return f"{dates.day(local)}, {local:%H:%M}"
+    return dates.span(starts_at, ends_at, zone)
 
 
 def ticket_type_label(code: str) -> str:
