@@ -310,18 +310,28 @@ class Registrations:
         self, event: Document, registration: Document, allocation: domain.Allocation, token: str, correlation: str
     ) -> Envelope:
         """Record where the allocation put a new registration; the event that tells the other services."""
-        sealed = sealing.seal(token, self._link_key, context=registration["_id"])
         registration["sessions"] = allocation.sessions
         registration["waiting_sessions"] = list(allocation.waiting_sessions)
-        data: events.EventData
         if allocation.waitlist_position is None:
             registration["status"] = Status.CONFIRMED
-            data = events.RegistrationConfirmed(**_snapshot(event, registration), manage_token_sealed=sealed)
         else:
             registration["status"] = Status.WAITLISTED
             registration["waitlist_position"] = allocation.waitlist_position
+        return self._first_event(event, registration, token, correlation)
+
+    def _first_event(
+        self, event: Document, registration: Document, token: str, correlation: str | None
+    ) -> Envelope:
+        """registration.confirmed or registration.waitlisted for a new registration, its manage token sealed."""
+        sealed = sealing.seal(token, self._link_key, context=registration["_id"])
+        data: events.EventData
+        if registration["status"] == Status.CONFIRMED:
+            data = events.RegistrationConfirmed(**_snapshot(event, registration), manage_token_sealed=sealed)
+        else:
             data = events.RegistrationWaitlisted(
-                **_snapshot(event, registration), position=allocation.waitlist_position, manage_token_sealed=sealed
+                **_snapshot(event, registration),
+                position=registration["waitlist_position"],
+                manage_token_sealed=sealed,
             )
         return _new_event(data, registration["_id"], correlation)
 
@@ -484,21 +494,13 @@ class Registrations:
         self, event: Document, registration: Document, token: str, session: Session, correlation: str | None = None
     ) -> Document:
         """Give a new registration a place (or a place on the waiting list), save it and its first event."""
-        sealed = sealing.seal(token, self._link_key, context=registration["_id"])
         if await self._hold(event, registration, session):
             registration["status"] = Status.CONFIRMED
-            data: events.EventData = events.RegistrationConfirmed(
-                **_snapshot(event, registration), manage_token_sealed=sealed
-            )
         else:
-            position = await self._store.next_waitlist_position(event["_id"], session)
             registration["status"] = Status.WAITLISTED
-            registration["waitlist_position"] = position
-            data = events.RegistrationWaitlisted(
-                **_snapshot(event, registration), position=position, manage_token_sealed=sealed
-            )
+            registration["waitlist_position"] = await self._store.next_waitlist_position(event["_id"], session)
         await self._store.insert_registration(registration, session)
-        await self._outbox.add(session, _new_event(data, registration["_id"], correlation))
+        await self._outbox.add(session, self._first_event(event, registration, token, correlation))
         return registration
 
     async def _hold(self, event: Document, registration: Document, session: Session) -> bool:
