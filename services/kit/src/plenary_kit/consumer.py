@@ -209,18 +209,6 @@ class Consumer:
         with self._bound(pending.envelope):
             await self._apply(pending.record, pending.envelope, pending.handler, attempts)
 
-    async def handle_record(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        """Apply one record; returns once it is applied, skipped or dead-lettered."""
-        try:
-            envelope = Envelope.from_bytes(record.value)
-        except MalformedEvent as exc:
-            await self._dead_letter(record, exc, attempts=1)
-            return
-        handler = self._handlers.get(envelope.type)
-        if handler is None:
-            return
-        await self._handle(_Pending(record, envelope, handler))
-
     async def _apply(
         self, record: ConsumerRecord[bytes, bytes], envelope: Envelope, handler: Handler, attempts: int = 0
     ) -> None:
