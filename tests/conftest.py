@@ -14,31 +14,14 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from journey import FAST_CONSUMERS, running_stack
 
 from plenary_stack.stack import EmbeddedStack, StackConfig
 
 ARTEFACTS = Path(__file__).parent / "artefacts"
 
-# Short group timeouts: rebalances on the embedded broker wait about half the session timeout.
-FAST_CONSUMERS = {
-    "KAFKA_SESSION_TIMEOUT_MS": "2000",
-    "KAFKA_HEARTBEAT_INTERVAL_MS": "300",
-    "CONSUMER_RETRY_BASE_SECONDS": "0.05",
-    "CONSUMER_MAX_ATTEMPTS": "3",
-}
-
-
-def _config(var: Path) -> StackConfig:
-    return StackConfig.isolated(var, "test", FAST_CONSUMERS)
-
-
 def _running_stack(var: Path) -> Iterator[EmbeddedStack]:
-    running = EmbeddedStack(_config(var))
-    running.start()
-    try:
-        yield running
-    finally:
-        running.stop()
+    return running_stack(StackConfig.isolated(var, "test", FAST_CONSUMERS))
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +39,7 @@ def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStac
 @pytest.fixture(scope="session")
 def infrastructure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
     """Only the broker and document server, for tests that run service code in-process."""
-    running = EmbeddedStack(_config(tmp_path_factory.mktemp("infrastructure")))
+    running = EmbeddedStack(StackConfig.isolated(tmp_path_factory.mktemp("infrastructure"), "test", FAST_CONSUMERS))
     try:
         if running.embedded_documents:
             running.start_documents()

@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from email.message import EmailMessage
 from typing import Any
 
@@ -20,8 +20,25 @@ import zxingcpp
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from plenary_stack.stack import EmbeddedStack
+from plenary_stack.stack import EmbeddedStack, StackConfig
 
+# Short group timeouts: rebalances on the embedded broker wait about half the session timeout.
+FAST_CONSUMERS = {
+    "KAFKA_SESSION_TIMEOUT_MS": "2000",
+    "KAFKA_HEARTBEAT_INTERVAL_MS": "300",
+    "CONSUMER_RETRY_BASE_SECONDS": "0.05",
+    "CONSUMER_MAX_ATTEMPTS": "3",
+}
+
+
+def running_stack(config: StackConfig) -> Iterator[EmbeddedStack]:
+    """The whole stack for a fixture to yield from: started, then stopped however the tests end."""
+    running = EmbeddedStack(config)
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
 
 async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 60.0, what: str = "condition") -> Any:
     """Poll `check` until it returns something truthy, or fail after `timeout` seconds."""

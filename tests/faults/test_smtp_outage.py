@@ -27,7 +27,7 @@ import httpx
 import icalendar
 import pytest
 import zxingcpp
-from journey import eventually, organiser, register
+from journey import FAST_CONSUMERS, eventually, organiser, register, running_stack
 from PIL import Image
 
 from plenary_stack.processes import port_open
@@ -56,20 +56,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
         tmp_path_factory.mktemp("smtp-outage"),
         "test",
         {
+            **FAST_CONSUMERS,
             # Every registration comes from this one client.
             "PLENARY_RATE_LIMITS": "off",
-            "KAFKA_SESSION_TIMEOUT_MS": "2000",
-            "KAFKA_HEARTBEAT_INTERVAL_MS": "300",
-            "CONSUMER_RETRY_BASE_SECONDS": "0.05",
-            "CONSUMER_MAX_ATTEMPTS": "3",
         },
     )
-    running = EmbeddedStack(config)
-    running.start()
-    try:
-        yield running
-    finally:
-        running.stop()
+    yield from running_stack(config)
 
 
 

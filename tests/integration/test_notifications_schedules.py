@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
-from journey import eventually, organiser, register
+from journey import FAST_CONSUMERS, eventually, organiser, register, running_stack
 from pymongo import AsyncMongoClient
 
 from plenary_kit import topics
@@ -43,19 +43,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
         tmp_path_factory.mktemp("schedules"),
         "test",
         {
-            "KAFKA_SESSION_TIMEOUT_MS": "2000",
-            "KAFKA_HEARTBEAT_INTERVAL_MS": "300",
-            "CONSUMER_RETRY_BASE_SECONDS": "0.05",
-            "CONSUMER_MAX_ATTEMPTS": "3",
+            **FAST_CONSUMERS,
             "NOTIFICATIONS_REMINDER_LEAD_HOURS": "24",
         },
     )
-    running = EmbeddedStack(config)
-    running.start()
-    try:
-        yield running
-    finally:
-        running.stop()
+    yield from running_stack(config)
 
 
 
