@@ -11,11 +11,8 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
-import signal
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -27,6 +24,7 @@ from typing import Any
 import httpx
 
 from bench.crowd import delegates
+from bench.runner import run_benchmark, stack_config
 
 RESULTS = Path(__file__).parent / "results" / "inbox.json"
 TARGET = {"p99_ms": 2000}
@@ -202,44 +200,16 @@ def report(args: argparse.Namespace, runs: list[dict[str, Any]]) -> dict[str, An
 
 
 def main(argv: list[str] | None = None) -> int:
-    # Imported here: the surge benchmark imports this module's Inbox, and shares its stack set-up.
-    from bench.registration_surge import _stop_on_signal, stack_config
-    from plenary_stack.stack import EmbeddedStack
-
     args = parse_args(argv)
-    out, sys.stdout = sys.stdout, sys.stderr
-    var = Path(tempfile.mkdtemp(prefix="plenary-bench-inbox-"))
-    config = stack_config(var)
-    if args.send_rate is not None:
-        config.extra_env["NOTIFICATIONS_SEND_RATE"] = f"{args.send_rate:g}"
-    stack = EmbeddedStack(config)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _stop_on_signal)
-    runs: list[dict[str, Any]] = []
-    status = 0
-    try:
-        print(f"starting the embedded stack in {var}", file=sys.stderr)
-        stack.start()
-        asyncio.run(all_runs(stack, args, runs))
-    except KeyboardInterrupt:
-        print("interrupted; stopping the stack", file=sys.stderr)
-        status = 130
-    finally:
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(signum, signal.SIG_IGN)
-        stack.stop()
-        if args.keep:
-            print(f"kept {var}", file=sys.stderr)
-        else:
-            shutil.rmtree(var, ignore_errors=True)
-    if not runs:
-        return status or 1
-    text = json.dumps(report(args, runs), indent=2, ensure_ascii=False)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text + "\n")
-    print(text, file=out, flush=True)
-    return status
+    send_rate = {"NOTIFICATIONS_SEND_RATE": f"{args.send_rate:g}"} if args.send_rate is not None else {}
+    return run_benchmark(
+        "inbox",
+        lambda var: stack_config(var, send_rate),
+        lambda stack, runs: all_runs(stack, args, runs),
+        lambda runs: report(args, runs),
+        args.output,
+        keep=args.keep,
+    )
 
 
 if __name__ == "__main__":

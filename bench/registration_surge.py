@@ -11,18 +11,14 @@ import asyncio
 import json
 import os
 import platform
-import shutil
-import signal
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -32,22 +28,13 @@ from pymongo import AsyncMongoClient
 from bench.crowd import delegates
 from bench.http1 import Connection, Http1Error
 from bench.inbox import Inbox
+from bench.runner import run_benchmark, stack_config
 from plenary_stack.processes import Child
-from plenary_stack.stack import EmbeddedStack, StackConfig
+from plenary_stack.stack import EmbeddedStack
 
 RESULTS = Path(__file__).parent / "results" / "registration_surge.json"
 TARGET = {"confirmed_per_minute": 6000, "p99_ms": 300, "oversold": 0}
 REGISTER_ROUTE = "/api/v1/events/{event_id}/registrations"
-
-# As in the test suite: rebalances on the embedded broker wait about half the session timeout.
-STACK_ENV = {
-    "PLENARY_RATE_LIMITS": "off",
-    "KAFKA_SESSION_TIMEOUT_MS": "2000",
-    "KAFKA_HEARTBEAT_INTERVAL_MS": "300",
-    "CONSUMER_RETRY_BASE_SECONDS": "0.05",
-    "CONSUMER_MAX_ATTEMPTS": "3",
-}
-
 
 @dataclass(frozen=True)
 class Reply:
@@ -383,17 +370,6 @@ async def all_runs(stack: EmbeddedStack, args: argparse.Namespace, runs: list[di
         print(json.dumps(runs[-1]), file=sys.stderr)
 
 
-def stack_config(var: Path) -> StackConfig:
-    return StackConfig.isolated(var, "bench", STACK_ENV)
-
-
-def _stop_on_signal(signum: int, _: FrameType | None) -> None:
-    # SIGTERM and SIGHUP unwind like Ctrl-C (asyncio.run cancels its task cleanly on SIGINT),
-    # so the `finally` in main stops the stack.
-    print(f"received signal {signum}", file=sys.stderr)
-    signal.raise_signal(signal.SIGINT)
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.registration_surge", description=__doc__)
     parser.add_argument("--delegates", type=int, default=3000, help="delegates registering at once [3000]")
@@ -429,40 +405,15 @@ def report(args: argparse.Namespace, description: dict[str, Any], runs: list[dic
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # Stdout carries only the JSON; anything the stack's libraries print goes to stderr.
-    out, sys.stdout = sys.stdout, sys.stderr
     description = machine()
-    var = Path(tempfile.mkdtemp(prefix="plenary-bench-"))
-    stack = EmbeddedStack(stack_config(var))
-    # Started in the background, a process inherits SIGINT ignored; the benchmark must still stop on it.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _stop_on_signal)
-    runs: list[dict[str, Any]] = []
-    status = 0
-    try:
-        print(f"starting the embedded stack in {var}", file=sys.stderr)
-        stack.start()
-        asyncio.run(all_runs(stack, args, runs))
-    except KeyboardInterrupt:
-        print("interrupted; stopping the stack", file=sys.stderr)
-        status = 130
-    finally:
-        # A second Ctrl-C must not leave half the stack running.
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(signum, signal.SIG_IGN)
-        stack.stop()
-        if args.keep:
-            print(f"kept {var}", file=sys.stderr)
-        else:
-            shutil.rmtree(var, ignore_errors=True)
-    if not runs:
-        return status or 1
-    text = json.dumps(report(args, description, runs), indent=2, ensure_ascii=False)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text + "\n")
-    print(text, file=out, flush=True)
-    return status
+    return run_benchmark(
+        "surge",
+        stack_config,
+        lambda stack, runs: all_runs(stack, args, runs),
+        lambda runs: report(args, description, runs),
+        args.output,
+        keep=args.keep,
+    )
 
 
 if __name__ == "__main__":
