@@ -100,7 +100,10 @@ class _Page:
 
     def text(self, value: str, size: float, *, bold: bool = False, gap: float = 2.0) -> None:
         self.pdf.set_font(self.family, "B" if bold else "", size)
-        self.pdf.multi_cell(0, size * 0.5, value if self.unicode else _folded(value), new_x="LMARGIN", new_y="NEXT")
+        # Left-aligned: fpdf2 justifies by default, which stretches a wrapped title's spaces.
+        self.pdf.multi_cell(
+            0, size * 0.5, value if self.unicode else _folded(value), align="L", new_x="LMARGIN", new_y="NEXT"
+        )
         self.pdf.ln(gap)
 
 
