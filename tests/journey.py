@@ -73,7 +73,7 @@ def decode_inline_qr(message: EmailMessage) -> str:
     for part in message.walk():
         if part.get_content_type() == "image/png" and part.get_content_disposition() == "inline":
             image = Image.open(io.BytesIO(part.get_content()))
-            results = zxingcpp.read_barcodes(image)
+            results = zxingcpp.read_barcodes(image, formats=zxingcpp.BarcodeFormat.QRCode)
             assert len(results) == 1, "the inline image should hold exactly one readable QR code"
             return results[0].text
     raise AssertionError("no inline QR image in the confirmation email")

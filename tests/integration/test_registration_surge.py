@@ -130,10 +130,24 @@ def kinds(messages: list[EmailMessage]) -> Counter[str]:
 def inline_qr(message: EmailMessage) -> str:
     for part in message.walk():
         if part.get_content_type() == "image/png" and part.get_content_disposition() == "inline":
-            barcodes = zxingcpp.read_barcodes(Image.open(io.BytesIO(part.get_content())))
+            image = Image.open(io.BytesIO(part.get_content()))
+            barcodes = zxingcpp.read_barcodes(image, formats=zxingcpp.BarcodeFormat.QRCode)
             assert len(barcodes) == 1, "the inline image should hold exactly one readable QR code"
             return str(barcodes[0].text)
     raise AssertionError("no inline QR image in the confirmation email")
+
+
+async def post_as_a_phone_does(http: httpx.AsyncClient, url: str, person: dict[str, Any]) -> httpx.Response:
+    """One registration with an Idempotency-Key, sent again with the same key if the connection drops."""
+    headers = {"Idempotency-Key": str(uuid.uuid4())}
+    for attempt in range(3):
+        try:
+            return await http.post(url, json=person, headers=headers)
+        except httpx.TransportError:
+            if attempt == 2:
+                raise
+            await asyncio.sleep(0.5)
+    raise AssertionError("unreachable")
 
 
 async def register_all(http: httpx.AsyncClient, url: str, people: list[dict[str, Any]]) -> list[httpx.Response]:
@@ -143,7 +157,7 @@ async def register_all(http: httpx.AsyncClient, url: str, people: list[dict[str,
 
     async def phone() -> None:
         for index, person in waiting:
-            replies[index] = await http.post(url, json=person)
+            replies[index] = await post_as_a_phone_does(http, url, person)
 
     await asyncio.gather(*(phone() for _ in range(IN_FLIGHT)))
     return [replies[index] for index in range(len(people))]

@@ -10,6 +10,8 @@ from fastapi import FastAPI
 
 from plenary_kit.settings import ServiceSettings
 
+KEEP_ALIVE_SECONDS = 65
+
 
 def serve(service: str, create_app: Callable[[ServiceSettings], FastAPI], default_port: int) -> None:
     settings = ServiceSettings()
@@ -21,4 +23,7 @@ def serve(service: str, create_app: Callable[[ServiceSettings], FastAPI], defaul
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=5,
+        # Longer than the idle timeout of the proxies and load balancers in front (60 s is common), so a
+        # connection is never closed here just as a proxy or a phone sends the next request on it.
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
