@@ -65,17 +65,39 @@ class Box:
             starts_at=datetime(2026, 10, 8, 9, tzinfo=UTC),
             ends_at=datetime(2026, 10, 8, 16, tzinfo=UTC),
             timezone="Europe/London",
+            sessions=[
+                events.SessionSummary(
+                    code=code,
+                    title=title,
+                    starts_at=datetime(2026, 10, 8, 11, tzinfo=UTC),
+                    ends_at=datetime(2026, 10, 8, 12, tzinfo=UTC),
+                )
+                for code, title in (("W1", "Leading through change"), ("W2", "Inclusion and SEND"))
+            ],
         )
 
-    def confirmed(self, registration_id: str, name: str, ticket_type: str = "delegate") -> Envelope:
+    def confirmed(
+        self,
+        registration_id: str,
+        name: str,
+        ticket_type: str = "delegate",
+        sessions: Sequence[str] = (),
+        phase: str | None = None,
+        local_authority: str | None = None,
+    ) -> Envelope:
         data = events.RegistrationConfirmed(
             registration_id=registration_id,
             event=self.summary,
             delegate=events.Delegate(
-                name=name, email="head@school.example", organisation="Knowsley Primary", role="headteacher"
+                name=name,
+                email="head@school.example",
+                organisation="Knowsley Primary",
+                role="headteacher",
+                phase=phase,
+                local_authority=local_authority,
             ),
             ticket_type=ticket_type,
-            sessions=[],
+            sessions=list(sessions),
         )
         return Envelope.new(data, source="registration", subject=registration_id, correlation_id=str(uuid.uuid4()))
 
@@ -150,11 +172,11 @@ class Checkin:
             ]
         )
 
-    async def delegate(self, box: Box, name: str, ticket_type: str = "delegate") -> Ticket:
+    async def delegate(self, box: Box, name: str, ticket_type: str = "delegate", **details: Any) -> Ticket:
         """Publish a confirmed registration and its ticket, and wait until both are in the projection."""
         registration_id, ticket_id = str(uuid.uuid4()), str(uuid.uuid4())
         envelopes = (
-            box.confirmed(registration_id, name, ticket_type),
+            box.confirmed(registration_id, name, ticket_type, **details),
             box.issued(ticket_id, registration_id, ticket_type),
         )
         await self.publish(*envelopes)
@@ -173,8 +195,9 @@ class Checkin:
         direction: str = "in",
         nonce: str | None = None,
         headers: dict[str, str] = ADMIN,
+        **extra: Any,
     ) -> httpx.Response:
-        body = {"code": code, "gate": gate, "direction": direction, "nonce": nonce or uuid.uuid4().hex}
+        body = {"code": code, "gate": gate, "direction": direction, "nonce": nonce or uuid.uuid4().hex, **extra}
         return await self.http.post(f"/api/v1/events/{event_id}/scans", json=body, headers=headers)
 
     async def verdict(self, event_id: str, code: str, **options: Any) -> dict[str, Any]:
@@ -183,9 +206,12 @@ class Checkin:
         return response.json()  # type: ignore[no-any-return]
 
     async def attendance(self, event_id: str) -> dict[str, Any]:
+        """The figures, without the moment they were read."""
         response = await self.http.get(f"/api/v1/events/{event_id}/attendance", headers=ADMIN)
         assert response.status_code == 200, response.text
-        return response.json()  # type: ignore[no-any-return]
+        figures: dict[str, Any] = response.json()
+        assert figures.pop("updated_at")
+        return figures
 
 
 async def wait_for(probe: Callable[[], Awaitable[T | None]], timeout: float = 30.0) -> T:
@@ -378,13 +404,21 @@ async def test_attendance_counts_people_gates_ticket_types_and_who_is_inside(che
     assert cancelled["verdict"] == "revoked"
     assert cancelled["attendee"]["name"] == "Cancelled Delegate"
 
-    assert await checkin.attendance(box.event_id) == {
+    figures = await checkin.attendance(box.event_id)
+    arrivals = figures.pop("arrivals_per_minute")
+    assert figures == {
         "registered": 3,
         "admitted": 3,
         "inside": 2,
+        "no_shows": 0,
         "by_gate": {"North": 2, "South": 1},
         "by_ticket_type": {"delegate": 2, "speaker": 1},
+        "by_session": {},
+        "by_phase": {"Not given": 3},
+        "by_local_authority": {"Not given": 3},
+        "alerts": 0,
     }
+    assert sum(minute["admitted"] for minute in arrivals) == 3
 
 
 async def test_revoked_ticket_is_refused_by_name(checkin: Checkin, box: Box) -> None:
@@ -602,3 +636,162 @@ async def test_erased_delegate_is_anonymised_at_the_door_and_still_counted(check
     later = await checkin.verdict(box.event_id, ticket.code, gate="South")
     assert later["verdict"] == "already_admitted"
     assert later["attendee"] == {"name": "Erased delegate", "ticket_type": "delegate"}
+
+
+async def device_of(checkin: Checkin, event_id: str, *gates: str) -> dict[str, str]:
+    spec = {"name": f"Door phone {gates[0]}", "gates": list(gates)}
+    created = await checkin.http.post(f"/api/v1/events/{event_id}/devices", json=spec, headers=ADMIN)
+    assert created.status_code == 201, created.text
+    return {"Authorization": f"Bearer {created.json()['token']}"}
+
+
+async def test_workshop_rooms_admit_only_their_own_delegates_and_count_each_once(checkin: Checkin) -> None:
+    box = Box()
+    chosen = await checkin.delegate(box, "Aoife Murphy", sessions=["W1"], phase="primary", local_authority="Sefton")
+    room = await device_of(checkin, box.event_id, "Room 1", "Room 2")
+
+    first = await checkin.verdict(box.event_id, chosen.code, gate="Room 1", session="W1", headers=room)
+    again = await checkin.verdict(box.event_id, chosen.code, gate="Room 1", session="W1", headers=room)
+    elsewhere = await checkin.verdict(box.event_id, chosen.code, gate="Room 2", session="W2", headers=room)
+
+    assert (first["verdict"], first["attendee"]["name"]) == ("admitted", "Aoife Murphy")
+    assert again["verdict"] == "already_admitted" and again["first_admitted"]["gate"] == "Room 1"
+    assert elsewhere["verdict"] == "not_entitled"
+    figures = await checkin.attendance(box.event_id)
+    # A workshop room is not the venue door: the delegate has still not been admitted to the event.
+    assert (figures["by_session"], figures["admitted"], figures["inside"]) == ({"W1": 1}, 0, 0)
+    gate = await checkin.verdict(box.event_id, chosen.code, gate="North")
+    assert gate["verdict"] == "admitted"
+    figures = await checkin.attendance(box.event_id)
+    assert (figures["by_phase"], figures["by_local_authority"]) == ({"primary": 1}, {"Sefton": 1})
+
+
+async def test_offline_scan_before_a_revocation_is_recorded_as_an_admission(checkin: Checkin, box: Box) -> None:
+    ticket = await checkin.delegate(box, "Kwame Mensah")
+    scanned_at = datetime.now(UTC) - timedelta(minutes=5)
+    await checkin.publish(box.revoked(ticket.ticket_id, ticket.registration_id))
+    await wait_for(lambda: checkin.store.tickets.find_one({"_id": ticket.ticket_id, "revoked_at": {"$ne": None}}))
+
+    online = await checkin.verdict(box.event_id, ticket.code)
+    upload = await checkin.verdict(box.event_id, ticket.code, offline=True, scanned_at=scanned_at.isoformat())
+    later = await checkin.verdict(
+        box.event_id, ticket.code, offline=True, scanned_at=datetime.now(UTC).isoformat(), direction="out"
+    )
+
+    assert online["verdict"] == "revoked"
+    # The door let them in before the revocation reached it: that admission happened and counts.
+    assert upload["verdict"] == "admitted"
+    admission = await checkin.store.admissions.find_one({"_id": ticket.ticket_id})
+    assert admission is not None and abs((admission["first_at"] - scanned_at).total_seconds()) < 0.01
+    assert later["verdict"] == "exited"
+
+
+async def test_two_devices_admitting_one_ticket_offline_raise_a_double_entry_alert(checkin: Checkin) -> None:
+    box = Box()
+    ticket = await checkin.delegate(box, "Oluwaseun Okafor")
+    north, south = await device_of(checkin, box.event_id, "North"), await device_of(checkin, box.event_id, "South")
+    at = datetime.now(UTC) - timedelta(minutes=3)
+
+    first = await checkin.verdict(
+        box.event_id, ticket.code, gate="North", offline=True, scanned_at=at.isoformat(), headers=north
+    )
+    second = await checkin.verdict(
+        box.event_id, ticket.code, gate="South", offline=True,
+        scanned_at=(at + timedelta(seconds=40)).isoformat(), headers=south,
+    )
+    # The same upload sent again (same nonce) is the same answer, not a second alert.
+    nonce = uuid.uuid4().hex
+    refused_offline = {"offline": True, "offline_verdict": "already_admitted", "scanned_at": at.isoformat()}
+    for _ in range(2):
+        assert (await checkin.verdict(box.event_id, ticket.code, gate="South", nonce=nonce, headers=south,
+                                      **refused_offline))["verdict"] == "already_admitted"
+
+    assert first["verdict"] == "admitted" and "alert" not in first
+    assert second["verdict"] == "already_admitted"
+    assert second["alert"]["kind"] == "double_entry"
+    alerts = (await checkin.http.get(f"/api/v1/events/{box.event_id}/alerts", headers=ADMIN)).json()
+    assert len(alerts) == 1
+    [alert] = alerts
+    assert (alert["name"], alert["first"]["gate"], alert["second"]["gate"]) == ("Oluwaseun Okafor", "North", "South")
+    assert alert["first"]["device_id"] != alert["second"]["device_id"]
+    figures = await checkin.attendance(box.event_id)
+    assert (figures["alerts"], figures["admitted"]) == (1, 1)
+
+
+async def test_snapshot_gives_devices_every_ticket_then_only_the_changes(checkin: Checkin) -> None:
+    box, other = Box(), Box()
+    kept = await checkin.delegate(box, "Zoë Ní Bhriain", sessions=["W2"])
+    leaving = await checkin.delegate(box, "José Nguyễn")
+    door = await device_of(checkin, box.event_id, "North")
+    foreign = await device_of(checkin, other.event_id, "North")
+    await checkin.verdict(box.event_id, kept.code, headers=door)
+
+    whole = (await checkin.http.get(f"/api/v1/events/{box.event_id}/snapshot", headers=door)).json()
+    assert whole["complete"] is True and whole["event"]["title"] == box.summary.title
+    assert [s["code"] for s in whole["event"]["sessions"]] == ["W1", "W2"]
+    assert whole["keys"] == [{"key_id": box.key_id, "public_key": box.public_key}]
+    tickets = {t["ticket_id"]: t for t in whole["tickets"]}
+    assert set(tickets) == {kept.ticket_id, leaving.ticket_id}
+    assert tickets[kept.ticket_id] | {"organisation": ""} == {
+        "ticket_id": kept.ticket_id, "registration_id": kept.registration_id, "name": "Zoë Ní Bhriain",
+        "organisation": "", "ticket_type": "delegate", "sessions": ["W2"], "status": "valid",
+    }
+    assert [a["ticket_id"] for a in whole["admissions"]] == [kept.ticket_id]
+    assert whole["revocations"] == []
+
+    unchanged = (await checkin.http.get(
+        f"/api/v1/events/{box.event_id}/snapshot", params={"since": whole["version"]}, headers=door
+    )).json()
+    assert (unchanged["complete"], unchanged["tickets"], unchanged["version"]) == (False, [], whole["version"])
+
+    await checkin.publish(box.cancelled(leaving.registration_id, "José Nguyễn"))
+    await checkin.publish(box.revoked(leaving.ticket_id, leaving.registration_id))
+    await wait_for(lambda: checkin.store.tickets.find_one({"_id": leaving.ticket_id, "revoked_at": {"$ne": None}}))
+    delta = (await checkin.http.get(
+        f"/api/v1/events/{box.event_id}/snapshot", params={"since": whole["version"]}, headers=door
+    )).json()
+    assert delta["version"] > whole["version"]
+    assert [(t["ticket_id"], t["status"]) for t in delta["tickets"]] == [(leaving.ticket_id, "revoked")]
+    assert delta["revocations"] == [leaving.ticket_id]
+
+    elsewhere = await checkin.http.get(f"/api/v1/events/{box.event_id}/snapshot", headers=foreign)
+    anonymous = await checkin.http.get(f"/api/v1/events/{box.event_id}/snapshot")
+    assert (elsewhere.status_code, anonymous.status_code) == (403, 401)
+
+
+async def test_no_shows_are_listed_and_exported_safely(checkin: Checkin) -> None:
+    box = Box()
+    came = await checkin.delegate(box, "Came Along")
+    await checkin.delegate(box, "=HYPERLINK(\"http://example.com\")")
+    await checkin.delegate(box, "Mei Chen")
+    await checkin.verdict(box.event_id, came.code)
+
+    listed = (await checkin.http.get(f"/api/v1/events/{box.event_id}/no-shows", headers=ADMIN)).json()
+    csv_reply = await checkin.http.get(
+        f"/api/v1/events/{box.event_id}/no-shows", headers={**ADMIN, "Accept": "text/csv"}
+    )
+
+    assert [row["name"] for row in listed] == ["=HYPERLINK(\"http://example.com\")", "Mei Chen"]
+    assert all(row["ticket_id"] for row in listed)
+    assert csv_reply.headers["content-type"].startswith("text/csv")
+    lines = csv_reply.text.splitlines()
+    assert lines[0] == "name,organisation,ticket_type,registration_id,ticket_id"
+    assert lines[1].startswith("\"'=HYPERLINK(") and lines[2].startswith("Mei Chen,")
+    forbidden = await checkin.http.get(
+        f"/api/v1/events/{box.event_id}/no-shows", headers=await device_of(checkin, box.event_id, "North")
+    )
+    assert forbidden.status_code == 403
+
+
+async def test_enrolment_reply_carries_a_scannable_link_and_the_phone_learns_its_gates(checkin: Checkin) -> None:
+    box = Box()
+    created = (await checkin.http.post(
+        f"/api/v1/events/{box.event_id}/devices", json={"name": "Foyer", "gates": ["North", "South"]}, headers=ADMIN
+    )).json()
+    assert created["enrolment_url"] == f"http://checkin/scan#enrol={created['enrolment_code']}"
+    assert created["enrolment_qr_svg"].startswith("<?xml") or "<svg" in created["enrolment_qr_svg"][:200]
+
+    me = await checkin.http.get("/api/v1/devices/me", headers={"Authorization": f"Bearer {created['token']}"})
+    assert me.status_code == 200
+    assert (me.json()["event_id"], me.json()["gates"], me.json()["name"]) == (box.event_id, ["North", "South"], "Foyer")
+    assert (await checkin.http.get("/api/v1/devices/me", headers=ADMIN)).status_code == 401

@@ -122,15 +122,25 @@ def test_revoked_holder_inside_can_still_leave() -> None:
 
 
 def test_first_entry_moves_every_figure_and_reentry_only_inside() -> None:
-    assert domain.counter_changes(Movement.FIRST_ENTRY, "North", "speaker") == {
+    speaker = domain.Profile("speaker", phase="secondary", local_authority="Wirral")
+    at = datetime(2026, 10, 8, 8, 31, 42, 500000, tzinfo=UTC)
+    assert domain.counter_changes(Movement.FIRST_ENTRY, "North", speaker, at) == {
         ("admitted", ""): 1,
         ("inside", ""): 1,
         ("gate", "North"): 1,
         ("ticket_type", "speaker"): 1,
+        ("phase", "secondary"): 1,
+        ("local_authority", "Wirral"): 1,
+        ("minute", "2026-10-08T08:31:00+00:00"): 1,
     }
-    assert domain.counter_changes(Movement.REENTRY, "South", "speaker") == {("inside", ""): 1}
-    assert domain.counter_changes(Movement.EXIT, "South", "speaker") == {("inside", ""): -1}
-    assert domain.counter_changes(Movement.NONE, "South", "speaker") == {}
+    assert domain.counter_changes(Movement.REENTRY, "South", speaker, at) == {("inside", ""): 1}
+    assert domain.counter_changes(Movement.EXIT, "South", speaker, at) == {("inside", ""): -1}
+    assert domain.counter_changes(Movement.NONE, "South", speaker, at) == {}
+
+
+def test_unanswered_phase_and_authority_are_counted_as_not_given() -> None:
+    changes = domain.counter_changes(Movement.FIRST_ENTRY, "North", domain.Profile("delegate"))
+    assert changes[("phase", domain.NOT_GIVEN)] == changes[("local_authority", domain.NOT_GIVEN)] == 1
 
 
 def test_attendance_adds_up_counter_rows() -> None:
@@ -142,17 +152,76 @@ def test_attendance_adds_up_counter_rows() -> None:
         ("gate", "South", 1),
         ("gate", "North", 1),
         ("ticket_type", "delegate", 2),
+        ("session", "W1", 1),
+        ("phase", "primary", 2),
+        ("local_authority", "Knowsley", 1),
+        ("local_authority", "Sefton", 1),
+        ("minute", "2026-10-08T08:31:00+00:00", 1),
+        ("minute", "2026-10-08T08:30:00+00:00", 1),
+        ("minute", "2026-10-08T08:30:00+00:00", 1),
+        ("alerts", "", 1),
     ]
     assert domain.attendance(rows) == {
         "registered": 2,
         "admitted": 2,
         "inside": 1,
+        "no_shows": 0,
         "by_gate": {"North": 1, "South": 1},
         "by_ticket_type": {"delegate": 2},
+        "by_session": {"W1": 1},
+        "by_phase": {"primary": 2},
+        "by_local_authority": {"Knowsley": 1, "Sefton": 1},
+        "arrivals_per_minute": [
+            {"minute": "2026-10-08T08:30:00+00:00", "admitted": 2},
+            {"minute": "2026-10-08T08:31:00+00:00", "admitted": 1},
+        ],
+        "alerts": 1,
     }
-    assert domain.attendance([]) == {
-        "registered": 0, "admitted": 0, "inside": 0, "by_gate": {}, "by_ticket_type": {}
-    }
+    assert domain.attendance([("registered", "", 5), ("admitted", "", 2)])["no_shows"] == 3
+    empty = domain.attendance([])
+    assert empty["registered"] == empty["admitted"] == empty["no_shows"] == 0
+    assert empty["arrivals_per_minute"] == [] and empty["by_session"] == {}
+
+
+def test_offline_scan_is_judged_as_the_ticket_stood_when_scanned() -> None:
+    scanned = datetime(2026, 10, 8, 9, 0, tzinfo=UTC)
+    revoked = scanned + timedelta(minutes=20)
+    assert domain.state_at("delegate", revoked, None, [], scanned) == TicketState("delegate", revoked=False)
+    assert domain.state_at("delegate", revoked, None, [], None) == TicketState("delegate", revoked=True)
+    assert domain.state_at("delegate", None, scanned - timedelta(seconds=1), [], scanned) == TicketState(
+        "delegate", revoked=False, cancelled=True
+    )
+    # Not yet issued (its revocation arrived first): nothing to admit.
+    assert domain.state_at(None, revoked, None, [], None) is None
+
+
+def test_workshop_room_admits_only_its_own_delegates_once() -> None:
+    entitled = TicketState("delegate", revoked=False, sessions=("W1", "W3"))
+    assert domain.decide_room(entitled, "W1", None, Direction.IN) == Decision(Verdict.ADMITTED, Movement.FIRST_ENTRY)
+    assert domain.decide_room(entitled, "W2", None, Direction.IN) == Decision(Verdict.NOT_ENTITLED)
+    assert domain.decide_room(entitled, "W1", FIRST, Direction.IN) == Decision(
+        Verdict.ALREADY_ADMITTED, first_admitted=FIRST
+    )
+    revoked = TicketState("delegate", revoked=True, sessions=("W1",))
+    assert domain.decide_room(revoked, "W1", None, Direction.IN) == Decision(Verdict.REVOKED)
+    assert domain.decide_room(None, "W1", None, Direction.IN) == Decision(Verdict.UNKNOWN_TICKET)
+    assert domain.decide_room(entitled, "W1", FIRST, Direction.OUT) == Decision(Verdict.EXITED)
+    assert domain.room_changes(Movement.FIRST_ENTRY, "W1") == {("session", "W1"): 1}
+    assert domain.room_changes(Movement.NONE, "W1") == {}
+
+
+def test_double_entry_is_an_offline_admission_of_someone_another_device_let_in() -> None:
+    base = domain.ScanRequest(code="x", gate="North", direction=Direction.IN, nonce="n" * 8)
+    offline = base.model_copy(update={"offline": True})
+    let_in_by_a = Admission(FIRST.first_at, "North", inside=True, last_device_id="device-a")
+    inside = Decision(Verdict.ALREADY_ADMITTED, first_admitted=let_in_by_a)
+    assert domain.is_double_entry(offline, inside, "device-b")
+    # The same device uploading again, an online scan, or a device that itself refused: no alert.
+    assert not domain.is_double_entry(offline, inside, "device-a")
+    assert not domain.is_double_entry(base, inside, "device-b")
+    refused = offline.model_copy(update={"offline_verdict": Verdict.ALREADY_ADMITTED})
+    assert not domain.is_double_entry(refused, inside, "device-b")
+    assert not domain.is_double_entry(offline, Decision(Verdict.ADMITTED, Movement.FIRST_ENTRY), "device-b")
 
 
 def test_reply_names_attendee_and_first_admission() -> None:

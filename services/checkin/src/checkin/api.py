@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import Response, StreamingResponse
 
 from checkin import domain
 from checkin.handlers import Devices, Scans
+from checkin.views import LiveAttendance, Snapshots
+from plenary_kit import qr, spreadsheet
 from plenary_kit.auth import bearer, is_admin
 from plenary_kit.errors import ApiError
 from plenary_kit.mongo import Document
 from plenary_kit.web import AdminTokenDep, Authorization
+
+# Comments sent on an idle stream, so proxies and phones keep the connection open.
+STREAM_KEEP_ALIVE_SECONDS = 15.0
+NO_SHOW_COLUMNS = ("name", "organisation", "ticket_type", "registration_id", "ticket_id")
 
 router = APIRouter(prefix="/api/v1")
 
@@ -25,8 +34,18 @@ def get_devices(request: Request) -> Devices:
     return request.app.state.devices  # type: ignore[no-any-return]
 
 
+def get_snapshots(request: Request) -> Snapshots:
+    return request.app.state.snapshots  # type: ignore[no-any-return]
+
+
+def get_live(request: Request) -> LiveAttendance:
+    return request.app.state.live  # type: ignore[no-any-return]
+
+
 ScansDep = Annotated[Scans, Depends(get_scans)]
 DevicesDep = Annotated[Devices, Depends(get_devices)]
+SnapshotsDep = Annotated[Snapshots, Depends(get_snapshots)]
+LiveDep = Annotated[LiveAttendance, Depends(get_live)]
 
 
 async def organiser(admin_token: AdminTokenDep, devices: DevicesDep, authorization: Authorization = None) -> None:
@@ -62,6 +81,14 @@ async def scanner(
 
 
 ScannerDep = Annotated[Document | None, Depends(scanner)]
+
+
+async def this_device(devices: DevicesDep, authorization: Authorization = None) -> Document:
+    token = bearer(authorization)
+    device = await devices.authenticate(token) if token is not None else None
+    if device is None:
+        raise ApiError(401, "unauthenticated", "A valid device token is required.")
+    return device
 
 
 def device_public(device: Document) -> dict[str, Any]:
@@ -105,8 +132,60 @@ async def scan(event_id: str, request: domain.ScanRequest, scans: ScansDep, devi
 
 
 @router.get("/events/{event_id}/attendance", dependencies=[OrganiserDep])
-async def attendance(event_id: str, scans: ScansDep) -> dict[str, Any]:
-    return await scans.attendance(event_id)
+async def attendance(event_id: str, live: LiveDep) -> dict[str, Any]:
+    return await live.current(event_id)
+
+
+@router.get(
+    "/events/{event_id}/attendance/stream",
+    dependencies=[OrganiserDep],
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def attendance_stream(event_id: str, live: LiveDep) -> StreamingResponse:
+    """Server-Sent Events: the attendance now, then a new state within a second of every change."""
+
+    async def frames() -> AsyncIterator[str]:
+        async for state in live.watch(event_id, keep_alive=STREAM_KEEP_ALIVE_SECONDS):
+            if state is None:
+                yield ": keep-alive\n\n"
+            else:
+                yield f"event: attendance\ndata: {json.dumps(state, separators=(',', ':'))}\n\n"
+
+    return StreamingResponse(
+        frames(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get("/events/{event_id}/snapshot")
+async def snapshot(
+    event_id: str, snapshots: SnapshotsDep, _: ScannerDep, since: Annotated[int, Query(ge=0)] = 0
+) -> dict[str, Any]:
+    """Everything a door device needs offline, whole (since=0) or as the changes since its version."""
+    return await snapshots.snapshot(event_id, since)
+
+
+@router.get("/events/{event_id}/alerts", dependencies=[OrganiserDep])
+async def alerts(
+    event_id: str, snapshots: SnapshotsDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> list[dict[str, Any]]:
+    return await snapshots.alerts(event_id, limit)
+
+
+@router.get("/events/{event_id}/no-shows", dependencies=[OrganiserDep])
+async def no_shows(
+    event_id: str, snapshots: SnapshotsDep, accept: Annotated[str | None, Header()] = None
+) -> Any:
+    absent = await snapshots.no_shows(event_id)
+    if accept and "text/csv" in accept:
+        return Response(
+            spreadsheet.write_csv(NO_SHOW_COLUMNS, absent),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="no-shows-{event_id}.csv"'},
+        )
+    return absent
 
 
 @router.get("/events/{event_id}/scans", dependencies=[OrganiserDep])
@@ -117,13 +196,25 @@ async def recent_scans(
 
 
 @router.post("/events/{event_id}/devices", status_code=201, dependencies=[OrganiserDep])
-async def create_device(event_id: str, spec: domain.DeviceCreate, devices: DevicesDep) -> dict[str, Any]:
+async def create_device(
+    event_id: str, spec: domain.DeviceCreate, devices: DevicesDep, request: Request
+) -> dict[str, Any]:
     created = await devices.create(event_id, spec)
+    # The phone opens this address from the dashboard's QR and swaps the one-time code for a token.
+    enrolment_url = f"{str(request.base_url).rstrip('/')}/scan#enrol={created['enrolment_code']}"
     return {
         **device_public(created["device"]),
         "token": created["token"],
         "enrolment_code": created["enrolment_code"],
+        "enrolment_url": enrolment_url,
+        "enrolment_qr_svg": qr.svg(enrolment_url, box_size=6).decode(),
     }
+
+
+@router.get("/devices/me")
+async def whoami(device: Annotated[Document, Depends(this_device)]) -> dict[str, Any]:
+    """The device holding this token: its event and gates, for the door app to set itself up."""
+    return device_public(device)
 
 
 @router.get("/events/{event_id}/devices", dependencies=[OrganiserDep])

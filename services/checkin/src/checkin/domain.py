@@ -20,6 +20,7 @@ from plenary_kit.ticketcode import MalformedCode, TicketCode
 ERASED_NAME: Final = "Erased delegate"
 
 Gate = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40)]
+SessionCode = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40)]
 DeviceName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 
 
@@ -32,6 +33,8 @@ class Verdict(StrEnum):
     INVALID_SIGNATURE = "invalid_signature"
     WRONG_EVENT = "wrong_event"
     MALFORMED = "malformed"
+    # Only for workshop-room scans: a genuine ticket without a place in that workshop.
+    NOT_ENTITLED = "not_entitled"
 
 
 class Direction(StrEnum):
@@ -58,6 +61,15 @@ class ScanRequest(BaseModel):
     nonce: str = Field(min_length=8, max_length=100)
     scanned_at: AwareDatetime | None = None
     offline: bool = False
+    # What a device showed for a scan it decided offline; "admitted" (assumed when absent) means the
+    # holder went in, so finding them already inside is a double entry to raise with the organiser.
+    offline_verdict: Verdict | None = None
+    # A workshop-room scan: entry to this session, checked against the delegate's workshops.
+    session: SessionCode | None = None
+
+    @property
+    def admitted_offline(self) -> bool:
+        return self.offline and self.offline_verdict in (None, Verdict.ADMITTED)
 
 
 class DeviceCreate(BaseModel):
@@ -88,6 +100,7 @@ class TicketState:
     revoked: bool
     # A cancelled registration's ticket no longer admits, even before its revocation arrives.
     cancelled: bool = False
+    sessions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -97,6 +110,9 @@ class Admission:
     first_at: datetime
     first_gate: str
     inside: bool
+    # The device that last let them in, so an offline upload can tell a double entry from a repeat.
+    last_device_id: str | None = None
+    last_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -165,6 +181,54 @@ def check_code(code: TicketCode | None, event_id: str, public_key: bytes | None)
     return None
 
 
+def state_at(
+    ticket_type: str | None,
+    revoked_at: datetime | None,
+    cancelled_at: datetime | None,
+    sessions: Iterable[str],
+    at: datetime | None,
+) -> TicketState | None:
+    """The ticket as it stood at `at` (now when None): a scan made offline before a revocation still counts."""
+    # A revocation can arrive before its issue; until issued, the ticket is not one we can admit.
+    if not ticket_type:
+        return None
+
+    def happened(moment: datetime | None) -> bool:
+        return moment is not None and (at is None or to_millis(moment) <= at)
+
+    return TicketState(
+        ticket_type=ticket_type,
+        revoked=happened(revoked_at),
+        cancelled=happened(cancelled_at),
+        sessions=tuple(sessions),
+    )
+
+
+def decide_room(
+    ticket: TicketState | None, session: str, room_admission: Admission | None, direction: Direction
+) -> Decision:
+    """The verdict at a workshop room's door: the workshop must be one of the delegate's."""
+    if ticket is None:
+        return Decision(Verdict.UNKNOWN_TICKET)
+    if direction is Direction.OUT:
+        return Decision(Verdict.EXITED)
+    if ticket.revoked or ticket.cancelled:
+        return Decision(Verdict.REVOKED)
+    if session not in ticket.sessions:
+        return Decision(Verdict.NOT_ENTITLED)
+    if room_admission is not None:
+        return Decision(Verdict.ALREADY_ADMITTED, first_admitted=room_admission)
+    return Decision(Verdict.ADMITTED, Movement.FIRST_ENTRY)
+
+
+def is_double_entry(request: ScanRequest, decision: Decision, device_id: str | None) -> bool:
+    """An offline admission of someone already let in by another device, found when the device uploads."""
+    if not request.admitted_offline or decision.verdict is not Verdict.ALREADY_ADMITTED:
+        return False
+    earlier = decision.first_admitted
+    return earlier is not None and earlier.last_device_id != device_id
+
+
 def decide(ticket: TicketState | None, admission: Admission | None, direction: Direction) -> Decision:
     """The verdict for a genuine code, given what we know of its ticket and its holder's whereabouts."""
     if ticket is None:
@@ -186,15 +250,43 @@ def decide(ticket: TicketState | None, admission: Admission | None, direction: D
 
 CounterKey = tuple[str, str]
 
+# How a delegate who did not give their phase or local authority is counted.
+NOT_GIVEN: Final = "Not given"
 
-def counter_changes(movement: Movement, gate: str, ticket_type: str) -> dict[CounterKey, int]:
+
+@dataclass(frozen=True)
+class Profile:
+    """What attendance is broken down by, besides the gate: the ticket type and the delegate's answers."""
+
+    ticket_type: str
+    phase: str | None = None
+    local_authority: str | None = None
+
+
+def minute_of(at: datetime) -> str:
+    return to_millis(at).replace(second=0, microsecond=0).isoformat()
+
+
+def counter_changes(
+    movement: Movement, gate: str, profile: Profile, at: datetime | None = None
+) -> dict[CounterKey, int]:
     """Increments to the event's attendance counters.
 
-    `admitted`, `by_gate` and `by_ticket_type` count people at their first admission, so they add up;
-    re-entries and exits only move `inside`.
+    `admitted` and every breakdown count people at their first admission, so each breakdown adds
+    up to `admitted`; re-entries and exits only move `inside`.
     """
     if movement is Movement.FIRST_ENTRY:
-        return {("admitted", ""): 1, ("inside", ""): 1, ("gate", gate): 1, ("ticket_type", ticket_type): 1}
+        changes: dict[CounterKey, int] = {
+            ("admitted", ""): 1,
+            ("inside", ""): 1,
+            ("gate", gate): 1,
+            ("ticket_type", profile.ticket_type): 1,
+            ("phase", profile.phase or NOT_GIVEN): 1,
+            ("local_authority", profile.local_authority or NOT_GIVEN): 1,
+        }
+        if at is not None:
+            changes[("minute", minute_of(at))] = 1
+        return changes
     if movement is Movement.REENTRY:
         return {("inside", ""): 1}
     if movement is Movement.EXIT:
@@ -202,22 +294,43 @@ def counter_changes(movement: Movement, gate: str, ticket_type: str) -> dict[Cou
     return {}
 
 
+def room_changes(movement: Movement, session: str) -> dict[CounterKey, int]:
+    """A workshop room counts each delegate once, at their first entry; the venue's figures stay as they are."""
+    return {("session", session): 1} if movement is Movement.FIRST_ENTRY else {}
+
+
+TOTALS: Final = ("registered", "admitted", "inside", "alerts")
+BREAKDOWNS: Final = {
+    "gate": "by_gate",
+    "ticket_type": "by_ticket_type",
+    "session": "by_session",
+    "phase": "by_phase",
+    "local_authority": "by_local_authority",
+}
+
+
 def attendance(counters: Iterable[tuple[str, str, int]]) -> dict[str, Any]:
     """The organiser's attendance figures from (kind, key, n) counter rows."""
-    totals = {"registered": 0, "admitted": 0, "inside": 0}
-    by_gate: dict[str, int] = {}
-    by_ticket_type: dict[str, int] = {}
+    totals = dict.fromkeys(TOTALS, 0)
+    breakdowns: dict[str, dict[str, int]] = {name: {} for name in BREAKDOWNS.values()}
+    minutes: dict[str, int] = {}
     for kind, key, n in counters:
         if kind in totals:
             totals[kind] += n
-        elif kind == "gate":
-            by_gate[key] = by_gate.get(key, 0) + n
-        elif kind == "ticket_type":
-            by_ticket_type[key] = by_ticket_type.get(key, 0) + n
+        elif kind in BREAKDOWNS:
+            figures = breakdowns[BREAKDOWNS[kind]]
+            figures[key] = figures.get(key, 0) + n
+        elif kind == "minute":
+            minutes[key] = minutes.get(key, 0) + n
+    figures = {kind: max(n, 0) for kind, n in totals.items()}
     return {
-        **{kind: max(n, 0) for kind, n in totals.items()},
-        "by_gate": dict(sorted(by_gate.items())),
-        "by_ticket_type": dict(sorted(by_ticket_type.items())),
+        "registered": figures["registered"],
+        "admitted": figures["admitted"],
+        "inside": figures["inside"],
+        "no_shows": max(figures["registered"] - figures["admitted"], 0),
+        **{name: dict(sorted((k, v) for k, v in values.items() if v > 0)) for name, values in breakdowns.items()},
+        "arrivals_per_minute": [{"minute": minute, "admitted": n} for minute, n in sorted(minutes.items()) if n > 0],
+        "alerts": figures["alerts"],
     }
 
 
@@ -232,6 +345,12 @@ def reply(decision: Decision, attendee: Attendee | None, scan_id: str) -> dict[s
             "gate": decision.first_admitted.first_gate,
         }
     return body
+
+
+def ticket_status(ticket: TicketState) -> str:
+    if ticket.revoked:
+        return "revoked"
+    return "cancelled" if ticket.cancelled else "valid"
 
 
 def attendance_event(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -74,6 +75,8 @@ class Projection:
             },
             session,
         )
+        version = await self._store.next_version(issued.event_id, session)
+        await self._store.stamp_ticket(issued.ticket_id, version, session)
 
     async def ticket_revoked(self, envelope: Envelope, data: events.EventData, session: Session) -> None:
         revoked = _expect(data, events.TicketRevoked)
@@ -87,6 +90,8 @@ class Projection:
             },
             session,
         )
+        version = await self._store.next_version(revoked.event_id, session)
+        await self._store.stamp_ticket(revoked.ticket_id, version, session)
 
     async def registration_confirmed(self, envelope: Envelope, data: events.EventData, session: Session) -> None:
         if not isinstance(data, events.RegistrationConfirmed | events.RegistrationPromoted):
@@ -110,6 +115,7 @@ class Projection:
             },
             session,
         )
+        await self._changed(updated.registration_id, updated.event.id, session)
 
     async def registration_cancelled(self, envelope: Envelope, data: events.EventData, session: Session) -> None:
         cancelled = _expect(data, events.RegistrationCancelled)
@@ -125,6 +131,7 @@ class Projection:
             },
             session,
         )
+        await self._changed(cancelled.registration_id, cancelled.event.id, session)
         if await self._store.stop_counting(cancelled.registration_id, session):
             await self._store.bump(cancelled.event.id, {("registered", ""): -1}, session)
 
@@ -132,6 +139,7 @@ class Projection:
         """The delegate's name and details go; their registration, ticket and admissions still count."""
         erased = _expect(data, events.RegistrationErased)
         await self._store.erase_registration(erased.registration_id, erased.event_id, envelope.time, session)
+        await self._changed(erased.registration_id, erased.event_id, session)
         log.info("registration_erased", registration_id=erased.registration_id)
 
     async def _save_confirmed(
@@ -141,6 +149,7 @@ class Projection:
         session: Session,
     ) -> None:
         erased = await self._store.is_erased(data.registration_id, session)
+        await self._store.save_event(_event_document(data.event), session)
         await self._store.save_registration(
             data.registration_id,
             {
@@ -152,8 +161,29 @@ class Projection:
             },
             session,
         )
+        await self._changed(data.registration_id, data.event.id, session)
         if await self._store.start_counting(data.registration_id, session):
             await self._store.bump(data.event.id, {("registered", ""): 1}, session)
+
+    async def _changed(self, registration_id: str, event_id: str, session: Session) -> None:
+        """Mark the registration as changed in the event's next snapshot version, for devices' delta sync."""
+        version = await self._store.next_version(event_id, session)
+        await self._store.stamp_registration(registration_id, version, session)
+
+
+def _event_document(event: events.EventSummary) -> Document:
+    """What the door app shows of the event, and the workshops its rooms can check."""
+    return {
+        "id": event.id,
+        "title": event.title,
+        "venue": event.venue,
+        "starts_at": event.starts_at,
+        "ends_at": event.ends_at,
+        "timezone": event.timezone,
+        "sessions": [
+            {"code": s.code, "title": s.title, "starts_at": s.starts_at, "ends_at": s.ends_at} for s in event.sessions
+        ],
+    }
 
 
 class _Contended(Exception):
@@ -166,11 +196,18 @@ class Scans:
     MAX_ATTEMPTS = 8
 
     def __init__(
-        self, client: AsyncMongoClient[Document], store: Store, outbox: Outbox, concurrent_transactions: int = 8
+        self,
+        client: AsyncMongoClient[Document],
+        store: Store,
+        outbox: Outbox,
+        concurrent_transactions: int = 8,
+        on_decided: Callable[[str], None] | None = None,
     ) -> None:
         self._client = client
         self._store = store
         self._outbox = outbox
+        # Told the event id after every scan, so live views move at once.
+        self._on_decided = on_decided
         # Every admission updates the event's counter documents; letting only a few transactions
         # reach them at once keeps write conflicts, and so latency at the doors, low.
         self._admission = asyncio.Semaphore(concurrent_transactions)
@@ -193,14 +230,30 @@ class Scans:
 
         async def work(session: Session) -> dict[str, Any]:
             scan_id = str(uuid.uuid4())
+            alert: Document | None = None
             if genuine is None:
-                decision, attendee, ticket_type = Decision(rejection or Verdict.MALFORMED), None, ""
+                decision, attendee = Decision(rejection or Verdict.MALFORMED), None
+                changes: dict[domain.CounterKey, int] = {}
             else:
-                decision, attendee, ticket_type = await self._decide(genuine, request.direction, session)
-                await self._record_movement(decision.movement, event_id, genuine, ticket_type, request, at, session)
-            changes = domain.counter_changes(decision.movement, request.gate, ticket_type)
+                # An offline upload is judged as the ticket stood when it was scanned.
+                ticket, registration = await self._holder(genuine, session)
+                state = _ticket_state(ticket, registration, at if request.offline else None)
+                attendee = _attendee(state, registration)
+                if request.session is not None:
+                    decision, changes = await self._enter_room(genuine, event_id, state, request, at, session)
+                else:
+                    decision, changes = await self._pass_gate(
+                        genuine, event_id, state, registration, request, at, device_id, session
+                    )
+                    if domain.is_double_entry(request, decision, device_id):
+                        alert = await self._raise_double_entry(
+                            event_id, genuine, attendee, decision, request, at, device_id, session
+                        )
+                        changes[("alerts", "")] = 1
             await self._store.bump(event_id, changes, session)
             body = domain.reply(decision, attendee, scan_id)
+            if alert is not None:
+                body["alert"] = alert_public(alert)
             await self._store.insert_scan(
                 {
                     "_id": scan_id,
@@ -208,6 +261,7 @@ class Scans:
                     "event_id": event_id,
                     "ticket_id": code.ticket_id if code is not None else None,
                     "gate": request.gate,
+                    "session": request.session,
                     "direction": request.direction.value,
                     "verdict": decision.verdict.value,
                     "movement": decision.movement.value,
@@ -215,6 +269,7 @@ class Scans:
                     "scanned_at": request.scanned_at,
                     "received_at": received_at,
                     "offline": request.offline,
+                    "offline_verdict": request.offline_verdict.value if request.offline_verdict else None,
                     "reply": body,
                 },
                 session,
@@ -244,6 +299,8 @@ class Scans:
                     return earlier["reply"]  # type: ignore[no-any-return]
                 continue
             self._outbox.nudge()
+            if self._on_decided is not None:
+                self._on_decided(event_id)
             if device_id is not None:
                 await self._store.touch_device(device_id, received_at)
             SCANS.labels(body["verdict"], request.direction.value).inc()
@@ -251,44 +308,42 @@ class Scans:
             return body
         raise CheckinRefused(503, "scan_contended", "Too many scans of this ticket at once; please scan again.")
 
-    async def _decide(
-        self, ticket_id: str, direction: domain.Direction, session: Session
-    ) -> tuple[Decision, Attendee | None, str]:
-        """The verdict for a genuine code, with whom it admits and their ticket type where known."""
+    async def _holder(self, ticket_id: str, session: Session) -> tuple[Document | None, Document | None]:
         ticket = await self._store.ticket(ticket_id, session)
         registration = None
         if ticket is not None:
             registration = await self._store.registration(ticket["registration_id"], session)
-        state = _ticket_state(ticket, registration)
-        admission = _admission(await self._store.admission(ticket_id, session))
-        decision = domain.decide(state, admission, direction)
-        if state is None:
-            return decision, None, ""
-        attendee = Attendee(name=registration["name"], ticket_type=state.ticket_type) if registration else None
-        return decision, attendee, state.ticket_type
+        return ticket, registration
 
-    async def _record_movement(
+    async def _pass_gate(
         self,
-        movement: Movement,
-        event_id: str,
         ticket_id: str,
-        ticket_type: str,
+        event_id: str,
+        state: TicketState | None,
+        registration: Document | None,
         request: domain.ScanRequest,
         at: datetime,
+        device_id: str | None,
         session: Session,
-    ) -> None:
+    ) -> tuple[Decision, dict[domain.CounterKey, int]]:
+        """A scan at a venue gate: admitted, already inside, out and back in, or refused."""
+        admission = _admission(await self._store.admission(ticket_id, session))
+        decision = domain.decide(state, admission, request.direction)
+        movement = decision.movement
         if movement is Movement.FIRST_ENTRY:
             # The unique _id makes the first admission win even if two transactions both saw none.
             await self._store.insert_admission(
                 {
                     "_id": ticket_id,
                     "event_id": event_id,
-                    "ticket_type": ticket_type,
+                    "ticket_type": state.ticket_type if state else "",
                     "first_at": at,
                     "first_gate": request.gate,
+                    "first_device_id": device_id,
                     "inside": True,
                     "last_at": at,
                     "last_gate": request.gate,
+                    "last_device_id": device_id,
                     "entries": 1,
                     "exits": 0,
                 },
@@ -296,8 +351,74 @@ class Scans:
             )
         elif movement in (Movement.REENTRY, Movement.EXIT):
             inside = movement is Movement.REENTRY
-            if not await self._store.move(ticket_id, inside=inside, at=at, gate=request.gate, session=session):
+            moved = await self._store.move(
+                ticket_id, inside=inside, at=at, gate=request.gate, device_id=device_id, session=session
+            )
+            if not moved:
                 raise _Contended()
+        profile = domain.Profile(
+            ticket_type=state.ticket_type if state else "",
+            phase=registration.get("phase") if registration else None,
+            local_authority=registration.get("local_authority") if registration else None,
+        )
+        return decision, domain.counter_changes(movement, request.gate, profile, at)
+
+    async def _enter_room(
+        self,
+        ticket_id: str,
+        event_id: str,
+        state: TicketState | None,
+        request: domain.ScanRequest,
+        at: datetime,
+        session: Session,
+    ) -> tuple[Decision, dict[domain.CounterKey, int]]:
+        """A scan at a workshop room's door: only the delegate's own workshops, counted once each."""
+        room = request.session or ""
+        decision = domain.decide_room(
+            state, room, _admission(await self._store.room_admission(ticket_id, room, session)), request.direction
+        )
+        if decision.movement is Movement.FIRST_ENTRY:
+            await self._store.insert_room_admission(
+                {
+                    "_id": f"{ticket_id}:{room}",
+                    "event_id": event_id,
+                    "ticket_id": ticket_id,
+                    "session": room,
+                    "first_at": at,
+                    "first_gate": request.gate,
+                    "inside": True,
+                },
+                session,
+            )
+        return decision, domain.room_changes(decision.movement, room)
+
+    async def _raise_double_entry(
+        self,
+        event_id: str,
+        ticket_id: str,
+        attendee: Attendee | None,
+        decision: Decision,
+        request: domain.ScanRequest,
+        at: datetime,
+        device_id: str | None,
+        session: Session,
+    ) -> Document:
+        earlier = decision.first_admitted
+        assert earlier is not None
+        alert: Document = {
+            "_id": str(uuid.uuid4()),
+            "event_id": event_id,
+            "kind": "double_entry",
+            "ticket_id": ticket_id,
+            "name": attendee.name if attendee else "",
+            "first": {"at": earlier.last_at or earlier.first_at, "gate": earlier.first_gate,
+                      "device_id": earlier.last_device_id},
+            "second": {"at": at, "gate": request.gate, "device_id": device_id},
+            "raised_at": domain.to_millis(datetime.now(UTC)),
+        }
+        await self._store.insert_alert(alert, session)
+        log.warning("double_entry", event_id=event_id, ticket_id=ticket_id, gate=request.gate)
+        return alert
 
     async def _public_key(self, event_id: str, key_id: str) -> bytes | None:
         cached = self._keys.get((event_id, key_id))
@@ -315,21 +436,51 @@ class Scans:
         return await self._store.recent_scans(event_id, limit)
 
 
-def _ticket_state(ticket: Document | None, registration: Document | None) -> TicketState | None:
-    # A revocation can arrive before its issue; until issued, the ticket is not one we can admit.
-    if ticket is None or not ticket.get("ticket_type"):
+def _ticket_state(
+    ticket: Document | None, registration: Document | None, at: datetime | None = None
+) -> TicketState | None:
+    if ticket is None:
         return None
-    return TicketState(
-        ticket_type=ticket["ticket_type"],
-        revoked=ticket.get("revoked_at") is not None,
-        cancelled=registration is not None and registration.get("cancelled_at") is not None,
+    return domain.state_at(
+        ticket.get("ticket_type"),
+        ticket.get("revoked_at"),
+        registration.get("cancelled_at") if registration else None,
+        registration.get("sessions", []) if registration else [],
+        at,
     )
+
+
+def _attendee(state: TicketState | None, registration: Document | None) -> Attendee | None:
+    if state is None or registration is None:
+        return None
+    return Attendee(name=registration["name"], ticket_type=state.ticket_type)
 
 
 def _admission(admission: Document | None) -> Admission | None:
     if admission is None:
         return None
-    return Admission(first_at=admission["first_at"], first_gate=admission["first_gate"], inside=admission["inside"])
+    return Admission(
+        first_at=admission["first_at"],
+        first_gate=admission["first_gate"],
+        inside=admission["inside"],
+        last_device_id=admission.get("last_device_id"),
+        last_at=admission.get("last_at"),
+    )
+
+
+def alert_public(alert: Document) -> dict[str, Any]:
+    def side(part: Document) -> dict[str, Any]:
+        return {"at": domain.to_millis(part["at"]).isoformat(), "gate": part["gate"], "device_id": part["device_id"]}
+
+    return {
+        "alert_id": alert["_id"],
+        "kind": alert["kind"],
+        "ticket_id": alert["ticket_id"],
+        "name": alert["name"],
+        "first": side(alert["first"]),
+        "second": side(alert["second"]),
+        "raised_at": domain.to_millis(alert["raised_at"]).isoformat(),
+    }
 
 
 class Devices:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from checkin import pages
 from checkin.api import router
 from checkin.handlers import Devices, Projection, Scans
 from checkin.store import Store
+from checkin.views import LiveAttendance, Snapshots
 from plenary_kit import web
 from plenary_kit.runtime import Runtime
 from plenary_kit.settings import ServiceSettings
@@ -21,7 +23,11 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     runtime.on_prepare(store.prepare)
     runtime.subscribe(Projection(store).handlers())
     app = web.service_app(runtime, "Plenary checkin", router)
+    app.include_router(pages.router)
     app.state.store = store
-    app.state.scans = Scans(runtime.client, store, runtime.outbox)
+    live = LiveAttendance(store)
+    app.state.live = live
+    app.state.scans = Scans(runtime.client, store, runtime.outbox, on_decided=live.changed)
     app.state.devices = Devices(store)
+    app.state.snapshots = Snapshots(store)
     return app

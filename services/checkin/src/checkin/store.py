@@ -29,11 +29,17 @@ class Store:
         self.scans = db["scans"]
         self.counters = db["counters"]
         self.devices = db["devices"]
+        self.events = db["events"]
+        self.versions = db["versions"]
+        self.room_admissions = db["room_admissions"]
+        self.alerts = db["alerts"]
 
     async def prepare(self) -> None:
         await self.tickets.create_index("registration_id")
-        await self.tickets.create_index("event_id")
-        await self.registrations.create_index("event_id")
+        await self.tickets.create_index([("event_id", ASCENDING), ("version", ASCENDING)])
+        await self.registrations.create_index([("event_id", ASCENDING), ("version", ASCENDING)])
+        await self.room_admissions.create_index("event_id")
+        await self.alerts.create_index([("event_id", ASCENDING), ("raised_at", DESCENDING)])
         await self.keys.create_index("event_id")
         await self.admissions.create_index("event_id")
         # The nonce index is what makes a retried scan come back with its first answer, recorded once.
@@ -46,6 +52,59 @@ class Store:
         await self.devices.create_index("event_id")
 
     # Projection of tickets and registrations, written by the event handlers.
+
+    async def save_event(self, event: Document, session: Session) -> None:
+        await self.events.update_one({"_id": event["id"]}, {"$set": event}, upsert=True, session=session)
+
+    async def event(self, event_id: str) -> Document | None:
+        return await self.events.find_one({"_id": event_id})
+
+    async def next_version(self, event_id: str, session: Session) -> int:
+        """The event's next snapshot version. Taken in the writing transaction, whose conflicts on this
+        one document make versions commit in order: a device that has seen N never misses one below N."""
+        found = await self.versions.find_one_and_update(
+            {"_id": event_id}, {"$inc": {"n": 1}}, upsert=True, return_document=ReturnDocument.AFTER, session=session
+        )
+        assert found is not None  # upserted
+        return int(found["n"])
+
+    async def version(self, event_id: str) -> int:
+        found = await self.versions.find_one({"_id": event_id})
+        return int(found["n"]) if found else 0
+
+    async def stamp_ticket(self, ticket_id: str, version: int, session: Session) -> None:
+        await self.tickets.update_one({"_id": ticket_id}, {"$set": {"version": version}}, session=session)
+
+    async def stamp_registration(self, registration_id: str, version: int, session: Session) -> None:
+        await self.registrations.update_one(
+            {"_id": registration_id}, {"$set": {"version": version}}, session=session
+        )
+
+    async def tickets_for(self, event_id: str, since: int) -> list[Document]:
+        """The event's issued tickets changed after version `since`, or whose registration changed after it."""
+        changed = {"event_id": event_id, "version": {"$gt": since}} if since else {"event_id": event_id}
+        registrations = {row["_id"]: row for row in await self.registrations.find(changed).to_list(None)}
+        query: dict[str, Any] = {"event_id": event_id, "ticket_type": {"$exists": True}}
+        if since:
+            query["$or"] = [{"version": {"$gt": since}}, {"registration_id": {"$in": list(registrations)}}]
+        tickets = await self.tickets.find(query).to_list(None)
+        missing = {ticket["registration_id"] for ticket in tickets} - set(registrations)
+        if missing:
+            for row in await self.registrations.find({"_id": {"$in": list(missing)}}).to_list(None):
+                registrations[row["_id"]] = row
+        return [{**ticket, "registration": registrations.get(ticket["registration_id"])} for ticket in tickets]
+
+    async def public_keys(self, event_id: str) -> list[Document]:
+        return await self.keys.find({"event_id": event_id}).to_list(None)
+
+    async def admissions_for(self, event_id: str) -> list[Document]:
+        return await self.admissions.find({"event_id": event_id}).to_list(None)
+
+    async def counted_registrations(self, event_id: str) -> list[Document]:
+        return await self.registrations.find({"event_id": event_id, "counted": True}).to_list(None)
+
+    async def tickets_of(self, registration_ids: list[str]) -> list[Document]:
+        return await self.tickets.find({"registration_id": {"$in": registration_ids}}).to_list(None)
 
     async def save_key(self, event_id: str, key_id: str, public_key: bytes, session: Session) -> None:
         await self.keys.update_one(
@@ -132,14 +191,23 @@ class Store:
     async def insert_admission(self, admission: Document, session: Session) -> None:
         await self.admissions.insert_one(admission, session=session)
 
+    async def room_admission(self, ticket_id: str, room: str, session: Session) -> Document | None:
+        return await self.room_admissions.find_one({"_id": f"{ticket_id}:{room}"}, session=session)
+
+    async def insert_room_admission(self, admission: Document, session: Session) -> None:
+        await self.room_admissions.insert_one(admission, session=session)
+
     async def move(
-        self, ticket_id: str, *, inside: bool, at: datetime, gate: str, session: Session
+        self, ticket_id: str, *, inside: bool, at: datetime, gate: str, device_id: str | None, session: Session
     ) -> bool:
         """Flip a holder to inside/outside; False when someone else already did."""
         counter = "entries" if inside else "exits"
         result = await self.admissions.update_one(
             {"_id": ticket_id, "inside": not inside},
-            {"$set": {"inside": inside, "last_at": at, "last_gate": gate}, "$inc": {counter: 1}},
+            {
+                "$set": {"inside": inside, "last_at": at, "last_gate": gate, "last_device_id": device_id},
+                "$inc": {counter: 1},
+            },
             session=session,
         )
         return result.modified_count == 1
@@ -155,6 +223,20 @@ class Store:
     async def recent_scans(self, event_id: str, limit: int) -> list[Document]:
         cursor = self.scans.find({"event_id": event_id}).sort("received_at", DESCENDING).limit(limit)
         return await cursor.to_list(limit)
+
+    # Double-entry alerts, raised when offline uploads show one ticket let in twice.
+
+    async def insert_alert(self, alert: Document, session: Session) -> None:
+        await self.alerts.insert_one(alert, session=session)
+
+    async def alerts_for(self, event_id: str, limit: int) -> list[Document]:
+        return await self.alerts.find({"event_id": event_id}).sort("raised_at", DESCENDING).to_list(limit)
+
+    async def latest_scan_id(self, event_id: str) -> str | None:
+        found = await self.scans.find_one(
+            {"event_id": event_id}, projection={"_id": 1}, sort=[("received_at", DESCENDING)]
+        )
+        return str(found["_id"]) if found else None
 
     # Counters: small documents per figure and shard, incremented in the transaction that changes them.
 

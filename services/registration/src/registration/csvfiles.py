@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from plenary_kit import spreadsheet
 from plenary_kit.errors import ApiError
 from registration import domain
 
@@ -30,8 +31,6 @@ IMPORT_COLUMNS = (
     "access_needs",
 )
 REQUIRED_COLUMNS = ("name", "email", "organisation", "role")
-# Characters that make a spreadsheet read a cell as a formula (OWASP's list).
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 _YES = frozenset({"yes", "y", "true", "1"})
 _NO = frozenset({"no", "n", "false", "0"})
 
@@ -153,8 +152,7 @@ def _answer_from_cell(question: Mapping[str, Any], cell: str) -> Any:
 
 def safe_cell(value: Any) -> str:
     """A cell as text that a spreadsheet will not run as a formula (CSV injection)."""
-    text = _text(value)
-    return "'" + text if text.startswith(FORMULA_STARTS) else text
+    return spreadsheet.inert(_text(value))
 
 
 def _text(value: Any) -> str:
