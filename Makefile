@@ -8,7 +8,7 @@ PACKAGES := services/kit services/registration services/ticketing services/notif
 SYSTEM_STAMP := $(VENV)/.system-packages
 SYSTEM_PACKAGES := docker-compose chromium fonts-dejavu-core
 
-.PHONY: up test lint install system-deps replay clean
+.PHONY: up test lint install system-deps replay rebuild-checkin clean
 
 $(STAMP): requirements.lock $(addsuffix /pyproject.toml,$(PACKAGES))
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ lint: $(STAMP)
 
 replay: $(STAMP)
 	$(PY) -m plenary_kit.replay $(ARGS)
+
+# Rebuild checkin's ticket projection from the ticket and registration topics.
+rebuild-checkin: $(STAMP)
+	$(PY) -m checkin rebuild
 
 clean:
 	rm -rf $(VENV) var
