@@ -10,10 +10,11 @@ SYSTEM_PACKAGES := docker-compose chromium fonts-dejavu-core
 
 .PHONY: up test lint install system-deps replay rebuild-checkin clean
 
-$(STAMP): requirements.lock $(addsuffix /pyproject.toml,$(PACKAGES))
+$(STAMP): requirements.lock services/checkin/vendor.json $(addsuffix /pyproject.toml,$(PACKAGES))
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps $(addprefix -e ,$(PACKAGES))
+	$(PY) services/checkin/vendor.py
 	touch $@
 
 install: $(STAMP)
