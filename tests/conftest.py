@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from journey import FAST_CONSUMERS, running_stack
+from journey import TEST_SETTINGS, running_stack
 
 from plenary_stack.stack import EmbeddedStack, StackConfig
 
 ARTEFACTS = Path(__file__).parent / "artefacts"
 
 def _running_stack(var: Path) -> Iterator[EmbeddedStack]:
-    return running_stack(StackConfig.isolated(var, "test", FAST_CONSUMERS))
+    return running_stack(StackConfig.isolated(var, "test", TEST_SETTINGS))
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +39,7 @@ def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStac
 @pytest.fixture(scope="session")
 def infrastructure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
     """Only the broker and document server, for tests that run service code in-process."""
-    running = EmbeddedStack(StackConfig.isolated(tmp_path_factory.mktemp("infrastructure"), "test", FAST_CONSUMERS))
+    running = EmbeddedStack(StackConfig.isolated(tmp_path_factory.mktemp("infrastructure"), "test", TEST_SETTINGS))
     try:
         if running.embedded_documents:
             running.start_documents()

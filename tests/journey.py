@@ -23,11 +23,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from plenary_stack.stack import EmbeddedStack, StackConfig
 
 # Short group timeouts: rebalances on the embedded broker wait about half the session timeout.
-FAST_CONSUMERS = {
+# Rate limits off: every request of a test comes from one address; tests of the limits turn them on.
+TEST_SETTINGS = {
     "KAFKA_SESSION_TIMEOUT_MS": "2000",
     "KAFKA_HEARTBEAT_INTERVAL_MS": "300",
     "CONSUMER_RETRY_BASE_SECONDS": "0.05",
     "CONSUMER_MAX_ATTEMPTS": "3",
+    "PLENARY_RATE_LIMITS": "off",
 }
 
 

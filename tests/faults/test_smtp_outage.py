@@ -27,7 +27,7 @@ import httpx
 import icalendar
 import pytest
 import zxingcpp
-from journey import FAST_CONSUMERS, eventually, organiser, register, running_stack
+from journey import TEST_SETTINGS, eventually, organiser, register, running_stack
 from PIL import Image
 
 from plenary_stack.processes import port_open
@@ -52,15 +52,7 @@ NAMES = ("Siobhán Ní Bhriain", "Tunde Olubayo", "Zoë O'Neill", "Nguyễn Th�
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
     """A stack of this module's own: its SMTP sink is switched off and on, and its Maildir counted."""
-    config = StackConfig.isolated(
-        tmp_path_factory.mktemp("smtp-outage"),
-        "test",
-        {
-            **FAST_CONSUMERS,
-            # Every registration comes from this one client.
-            "PLENARY_RATE_LIMITS": "off",
-        },
-    )
+    config = StackConfig.isolated(tmp_path_factory.mktemp("smtp-outage"), "test", TEST_SETTINGS)
     yield from running_stack(config)
 
 

@@ -235,6 +235,8 @@ def module_settings(infrastructure: EmbeddedStack, tmp_path_factory: pytest.Temp
         plenary_db_prefix=DB_PREFIX,
         plenary_var=tmp_path_factory.mktemp("checkin-var"),
         plenary_admin_token=ADMIN_TOKEN,
+        # Every request here comes from one client; tests/integration/test_rate_limits.py turns them on.
+        plenary_rate_limits="off",
         kafka_session_timeout_ms=2000,
         kafka_heartbeat_interval_ms=300,
     )

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
-from journey import FAST_CONSUMERS, eventually, organiser, register, running_stack
+from journey import TEST_SETTINGS, eventually, organiser, register, running_stack
 from pymongo import AsyncMongoClient
 
 from plenary_kit import topics
@@ -43,7 +43,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
         tmp_path_factory.mktemp("schedules"),
         "test",
         {
-            **FAST_CONSUMERS,
+            **TEST_SETTINGS,
             "NOTIFICATIONS_REMINDER_LEAD_HOURS": "24",
         },
     )

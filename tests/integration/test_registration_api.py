@@ -72,6 +72,8 @@ async def service(
         plenary_db_prefix=DB_PREFIX,
         plenary_var=tmp_path_factory.mktemp("registration-var"),
         plenary_admin_token=ADMIN_TOKEN,
+        # Every request here comes from one client; tests/integration/test_rate_limits.py turns them on.
+        plenary_rate_limits="off",
         plenary_roles="api,worker",
     )
     app = create_app(settings)

@@ -14,9 +14,10 @@ from checkin import domain
 from checkin.handlers import Devices, Scans
 from checkin.views import LiveAttendance, Snapshots
 from plenary_kit import qr, spreadsheet
-from plenary_kit.auth import bearer, is_admin
+from plenary_kit.auth import bearer, hash_token, is_admin
 from plenary_kit.errors import ApiError
 from plenary_kit.mongo import Document
+from plenary_kit.ratelimit import RateLimit, client_address
 from plenary_kit.web import AdminTokenDep, Authorization
 
 # Comments sent on an idle stream, so proxies and phones keep the connection open.
@@ -24,6 +25,19 @@ STREAM_KEEP_ALIVE_SECONDS = 15.0
 NO_SHOW_COLUMNS = ("name", "organisation", "ticket_type", "registration_id", "ticket_id")
 
 router = APIRouter(prefix="/api/v1")
+
+
+def _caller(request: Request) -> str:
+    """Who is scanning: the token's hash (one bucket per device), or the address when there is none."""
+    token = bearer(request.headers.get("authorization"))
+    return hash_token(token)[:32] if token else client_address(request)
+
+
+# A door phone decides a scan or two a second; the burst lets it upload a long offline queue, and it
+# waits out a 429 (Retry-After) with the rest of the queue kept.
+SCANS = RateLimit("scans", per_second=20, burst=200, key=_caller)
+# Enrolment codes are 192-bit random, so guessing is hopeless anyway; this keeps the log quiet.
+ENROLMENT = RateLimit("enrolment", per_second=0.2, burst=10)
 
 
 def get_scans(request: Request) -> Scans:
@@ -124,7 +138,7 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-@router.post("/events/{event_id}/scans")
+@router.post("/events/{event_id}/scans", dependencies=[SCANS.dependency])
 async def scan(event_id: str, request: domain.ScanRequest, scans: ScansDep, device: ScannerDep) -> dict[str, Any]:
     if device is not None and request.gate not in device["gates"]:
         raise ApiError(403, "gate_not_assigned", f"This device is not assigned to gate {request.gate!r}.")
@@ -222,7 +236,7 @@ async def list_devices(event_id: str, devices: DevicesDep) -> list[dict[str, Any
     return [device_public(device) for device in await devices.for_event(event_id)]
 
 
-@router.post("/devices/enrol")
+@router.post("/devices/enrol", dependencies=[ENROLMENT.dependency])
 async def enrol_device(enrolment: domain.DeviceEnrol, devices: DevicesDep) -> dict[str, Any]:
     enrolled = await devices.enrol(enrolment.enrolment_code)
     return {**device_public(enrolled["device"]), "token": enrolled["token"]}

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from plenary_kit.auth import hash_token, is_admin
 from plenary_kit.errors import ApiError
 from plenary_kit.mongo import Document
+from plenary_kit.ratelimit import RateLimit
 from plenary_kit.web import AdminTokenDep, Authorization, ManageToken, OrganiserDep
 from registration import csvfiles, domain
 from registration.domain import RegistrationRejected
@@ -19,6 +20,10 @@ from registration.imports import Imports
 from registration.store import Store
 
 router = APIRouter(prefix="/api/v1")
+
+# Public registration, per client address: a school's whole staff behind one connection can register
+# at once (a group registration is one request), a script cannot flood the event.
+PUBLIC_REGISTRATION = RateLimit("registration", per_second=0.5, burst=30)
 
 
 def get_store(request: Request) -> Store:
@@ -202,7 +207,7 @@ async def open_event(event_id: str, registrations: RegistrationsDep) -> dict[str
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
 
 
-@router.post("/events/{event_id}/registrations", status_code=201)
+@router.post("/events/{event_id}/registrations", status_code=201, dependencies=[PUBLIC_REGISTRATION.dependency])
 async def register(
     event_id: str,
     request: domain.RegistrationCreate,
@@ -213,7 +218,9 @@ async def register(
     return JSONResponse(reply.body, status_code=reply.status)
 
 
-@router.post("/events/{event_id}/registrations/group", status_code=201)
+@router.post(
+    "/events/{event_id}/registrations/group", status_code=201, dependencies=[PUBLIC_REGISTRATION.dependency]
+)
 async def register_group(
     event_id: str,
     request: domain.GroupRegistrationCreate,

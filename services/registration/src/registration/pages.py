@@ -34,7 +34,7 @@ from plenary_kit import dates
 from plenary_kit.auth import hash_token
 from plenary_kit.mongo import Document
 from registration import domain
-from registration.api import RegistrationsDep, StoreDep
+from registration.api import PUBLIC_REGISTRATION, RegistrationsDep, StoreDep
 from registration.domain import QuestionKind, RegistrationRejected, Status
 from registration.store import Store
 
@@ -515,6 +515,15 @@ async def event_page(slug: str, request: Request, store: StoreDep) -> Response:
 
 @router.post("/events/{slug}/register", response_class=HTMLResponse)
 async def register(slug: str, request: Request, store: StoreDep, registrations: RegistrationsDep) -> Response:
+    wait = PUBLIC_REGISTRATION.wait(request)
+    if wait:
+        response = _problem(
+            429,
+            "Too many registrations from your connection",
+            f"Please wait {wait} seconds, then go back and send the form again. Your answers are still there.",
+        )
+        response.headers["Retry-After"] = str(wait)
+        return response
     event = await store.event_by_slug(slug)
     if event is None:
         return _event_not_found()
