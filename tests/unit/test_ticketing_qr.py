@@ -47,3 +47,10 @@ def test_module_matrix_has_the_quiet_zone_around_a_version_10_symbol_at_most() -
 
     assert len(matrix) == 17 + 4 * qr.version_of(longest) + 8
     assert not any(matrix[0]) and not any(row[0] for row in matrix)
+
+
+def test_a_link_keeps_its_case() -> None:
+    # An enrolment link carries a case-sensitive one-time code.
+    link = "https://plenary.example.org/scan#enrol=Kq9_xZ-3mPdw7TyYb2cVhA"
+    image = Image.open(io.BytesIO(qr.png(link, 4)))
+    assert [barcode.text for barcode in zxingcpp.read_barcodes(image, formats=zxingcpp.BarcodeFormat.QRCode)] == [link]

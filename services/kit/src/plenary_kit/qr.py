@@ -1,4 +1,8 @@
-"""QR rendering of ticket codes, shared by ticketing (downloads) and notifications (emails)."""
+"""QR rendering of ticket codes (ticketing's downloads, notifications' emails) and enrolment links (checkin).
+
+The text is encoded exactly as given: a ticket code is upper-case base32 already, which QR's
+alphanumeric mode packs densely, and a link keeps its case.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ MAX_VERSION = 10
 
 def _matrix(code: str, box_size: int) -> qrcode.QRCode:
     qr = qrcode.QRCode(error_correction=_LEVEL, box_size=box_size, border=4)
-    qr.add_data(code.upper(), optimize=0)
+    qr.add_data(code, optimize=0)
     qr.make(fit=True)
     if qr.version > MAX_VERSION:
         raise ValueError(f"code needs QR version {qr.version}, above {MAX_VERSION}")

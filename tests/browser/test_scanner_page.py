@@ -1,0 +1,450 @@
+"""The door app (/scan) at phone size in Chromium, on the whole stack, with a fake camera showing real tickets.
+
+Each camera is a Y4M video made from a picture (the QR code emailed to a delegate, or a forged one),
+which Chromium plays as the phone's camera; a separate browser is launched per video.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import zxingcpp
+from camera import framed, write_y4m
+from conftest import CHROMIUM, CHROMIUM_ARGS, PHONE
+from journey import attendance, create_event, decode_inline_qr, eventually, messages_to, organiser
+from PIL import Image
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+from test_registration_pages import LOW_CONTRAST_TEXT
+
+from plenary_kit import qr
+from plenary_stack.stack import EmbeddedStack
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
+
+GATE = "Main entrance"
+CAMERA_ARGS = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+# Long enough for a verdict, the return to scanning and the re-read quiet time, and no longer.
+VERDICT_TIMEOUT_MS = 20_000
+
+Phone = Callable[[Path], Awaitable[Page]]
+NewEvent = Callable[..., Awaitable[dict[str, Any]]]
+WORKSHOPS = [
+    {
+        "code": "curriculum",
+        "title": "Leading curriculum change",
+        "starts_at": "2027-03-12T10:00:00+00:00",
+        "ends_at": "2027-03-12T11:30:00+00:00",
+        "capacity": 30,
+    },
+    {
+        "code": "wellbeing",
+        "title": "Staff wellbeing in hard times",
+        "starts_at": "2027-03-12T13:00:00+00:00",
+        "ends_at": "2027-03-12T14:30:00+00:00",
+        "capacity": 30,
+    },
+]
+
+
+@pytest.fixture
+async def phone_with_camera() -> AsyncIterator[Phone]:
+    """Opens a phone-sized page in a Chromium whose camera plays the given video; all closed afterwards.
+
+    Any uncaught error in the app fails the test.
+    """
+    async with async_playwright() as playwright:
+        browsers: list[Browser] = []
+        contexts: list[BrowserContext] = []
+        uncaught: list[str] = []
+
+        async def open_phone(video: Path) -> Page:
+            browser = await playwright.chromium.launch(
+                executable_path=CHROMIUM,
+                args=[*CHROMIUM_ARGS, *CAMERA_ARGS, f"--use-file-for-fake-video-capture={video}"],
+            )
+            browsers.append(browser)
+            context = await browser.new_context(**PHONE, permissions=["camera"])
+            context.set_default_timeout(15_000)
+            contexts.append(context)
+            page = await context.new_page()
+            page.on("pageerror", lambda error: uncaught.append(str(error)))
+            return page
+
+        try:
+            yield open_phone
+        finally:
+            for context in contexts:
+                await context.close()
+            for browser in browsers:
+                await browser.close()
+        assert uncaught == []
+
+
+def _address(who: str) -> str:
+    return f"{who}.{uuid.uuid4().hex[:8]}@school.example"
+
+
+async def _register(
+    http: httpx.AsyncClient, stack: EmbeddedStack, event_id: str, name: str, address: str, sessions: list[str]
+) -> None:
+    reply = await http.post(
+        f"{stack.config.url('registration')}/api/v1/events/{event_id}/registrations",
+        json={
+            "name": name,
+            "email": address,
+            "organisation": "Birkenhead Park Primary School",
+            "role": "headteacher",
+            "sessions": sessions,
+            "consent": True,
+        },
+    )
+    assert reply.status_code == 201, reply.text
+    assert reply.json()["status"] == "confirmed"
+
+
+async def _confirmation(stack: EmbeddedStack, address: str) -> EmailMessage:
+    """The delegate's confirmation email, once it carries the ticket's QR code."""
+
+    async def arrived() -> EmailMessage | None:
+        for message in messages_to(stack, address):
+            if any(part.get_content_type() == "image/png" for part in message.walk()):
+                return message
+        return None
+
+    message: EmailMessage = await eventually(arrived, timeout=60, what="confirmation email with the ticket")
+    return message
+
+
+def _inline_png(message: EmailMessage) -> bytes:
+    for part in message.walk():
+        if part.get_content_type() == "image/png" and part.get_content_disposition() == "inline":
+            content = part.get_content()
+            assert isinstance(content, bytes)
+            return content
+    raise AssertionError("no inline QR image in the confirmation email")
+
+
+async def _delegate(
+    http: httpx.AsyncClient, stack: EmbeddedStack, event_id: str, name: str, sessions: list[str] | None = None
+) -> tuple[str, bytes]:
+    """Registers a delegate; returns their ticket's code text and the QR PNG from their email."""
+    address = _address(name.split()[0].lower())
+    await _register(http, stack, event_id, name, address, sessions or [])
+    message = await _confirmation(stack, address)
+    return decode_inline_qr(message), _inline_png(message)
+
+
+async def _device(
+    http: httpx.AsyncClient, stack: EmbeddedStack, event_id: str, name: str, gates: list[str] | None = None
+) -> dict[str, Any]:
+    reply = await http.post(
+        f"{stack.config.url('checkin')}/api/v1/events/{event_id}/devices",
+        headers=organiser(stack),
+        json={"name": name, "gates": gates or [GATE]},
+    )
+    assert reply.status_code == 201, reply.text
+    device: dict[str, Any] = reply.json()
+    return device
+
+
+async def _ticket_list_holds(http: httpx.AsyncClient, stack: EmbeddedStack, event_id: str, names: set[str]) -> None:
+    """Waits until checkin's snapshot (what a phone downloads) has these delegates' tickets."""
+
+    async def listed() -> bool:
+        reply = await http.get(
+            f"{stack.config.url('checkin')}/api/v1/events/{event_id}/snapshot", headers=organiser(stack)
+        )
+        return reply.status_code == 200 and names <= {ticket["name"] for ticket in reply.json()["tickets"]}
+
+    await eventually(listed, timeout=60, what="the tickets reaching checkin's snapshot")
+
+
+async def _enrol(page: Page, stack: EmbeddedStack, device: dict[str, Any]) -> None:
+    await page.goto(f"{stack.config.url('checkin')}/scan#enrol={device['enrolment_code']}")
+    await expect(page.locator("#scan-screen")).to_be_visible()
+    await expect(page.locator("#where")).to_have_text(f"{device['name']} · {GATE}")
+    assert "enrol" not in page.url
+
+
+async def _ticket_list_loaded(page: Page, tickets: int) -> None:
+    await expect(page.locator("body")).to_have_attribute("data-tickets", str(tickets))
+
+
+async def _screenshot(page: Page, artefacts: Path, state: str) -> None:
+    await page.screenshot(path=str(artefacts / f"scanner-{state}.png"))
+
+
+async def _assert_readable(page: Page) -> None:
+    """One heading, every field labelled, and every visible text at least 4.5:1 against its background."""
+    assert await page.get_attribute("html", "lang") == "en-GB"
+    assert await page.locator("h1").count() == 1
+    unlabelled = await page.evaluate(
+        """() => Array.from(document.querySelectorAll('input:not([type=hidden]), select'))
+                 .filter((field) => !field.labels || field.labels.length === 0)
+                 .map((field) => field.id)"""
+    )
+    assert unlabelled == []
+    assert await page.evaluate(LOW_CONTRAST_TEXT) == []
+
+
+VERDICT = "#verdict"
+
+
+async def _verdict(page: Page, verdict: str) -> None:
+    shown = page.locator(f"{VERDICT}[data-verdict='{verdict}']")
+    await expect(shown).to_be_visible(timeout=VERDICT_TIMEOUT_MS)
+
+
+async def _back_to_scanning(page: Page) -> None:
+    await expect(page.locator(VERDICT)).to_be_hidden(timeout=VERDICT_TIMEOUT_MS)
+
+
+async def _wedge(page: Page, text: str) -> None:
+    """What a hardware scanner does: types the code into the focused field and presses Enter."""
+    await page.locator("#code").fill(text)
+    await page.locator("#code").press("Enter")
+
+
+def _forged(code: str) -> str:
+    """The same code with one character of its signature changed: still base32, no longer genuine."""
+    at = len(code) - 12
+    swapped = "B" if code[at] != "B" else "C"
+    return code[:at] + swapped + code[at + 1 :]
+
+
+async def test_emailed_ticket_on_the_camera_is_admitted_then_reported_already_admitted(
+    phone_with_camera: Phone,
+    stack: EmbeddedStack,
+    http: httpx.AsyncClient,
+    artefacts: Path,
+    tmp_path: Path,
+) -> None:
+    event_id = await create_event(http, stack)
+    name = "Siobhán Ní Bhriain"
+    _, png = await _delegate(http, stack, event_id, name)
+    await _ticket_list_holds(http, stack, event_id, {name})
+    page = await phone_with_camera(write_y4m(tmp_path / "ticket.y4m", [(framed(png), 10)]))
+
+    await page.goto(f"{stack.config.url('checkin')}/scan")
+    enrol_screen = page.locator("#enrol-screen")
+    await expect(enrol_screen).to_contain_text("Scan the enrolment code from the organiser's dashboard")
+    await _assert_readable(page)
+    await _screenshot(page, artefacts, "enrol")
+
+    await _enrol(page, stack, await _device(http, stack, event_id, "Door phone 1"))
+    await _verdict(page, "admitted")
+    verdict = page.locator(VERDICT)
+    await expect(verdict).to_contain_text("Admitted")
+    await expect(verdict).to_contain_text(name)
+    await expect(verdict).to_contain_text("Delegate")
+    await expect(page.locator("#announcer")).to_contain_text(f"Admitted. {name}")
+    await _assert_readable(page)
+    await _screenshot(page, artefacts, "admitted")
+
+    await _back_to_scanning(page)
+    await _screenshot(page, artefacts, "scanning")
+    await _verdict(page, "already_admitted")
+    await expect(verdict).to_contain_text("Already admitted")
+    await expect(verdict).to_contain_text(re.compile(rf"\d\d:\d\d at {GATE}"))
+    await expect(verdict).to_contain_text(name)
+    await _assert_readable(page)
+    await _screenshot(page, artefacts, "already-admitted")
+
+    figures = await attendance(http, stack, event_id)
+    assert figures["admitted"] == 1
+
+
+async def _as_drawn(browser: Browser, svg: str) -> Image.Image:
+    """The dashboard's SVG as Chromium draws it on the organiser's screen."""
+    page = await browser.new_page()
+    try:
+        await page.set_content(f'<body style="margin:0;background:#fff">{svg.split("?>", 1)[-1]}</body>')
+        return Image.open(io.BytesIO(await page.locator("svg").screenshot()))
+    finally:
+        await page.close()
+
+
+async def test_phone_enrols_by_scanning_the_dashboards_enrolment_code(
+    phone_with_camera: Phone, browser: Browser, stack: EmbeddedStack, http: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    event_id = await create_event(http, stack)
+    device = await _device(http, stack, event_id, "Door phone 4")
+    assert device["enrolment_url"].endswith(f"/scan#enrol={device['enrolment_code']}")
+    dashboard_code = await _as_drawn(browser, device["enrolment_qr_svg"])
+    read = zxingcpp.read_barcodes(dashboard_code)
+    assert [barcode.text for barcode in read] == [device["enrolment_url"]], "the enrolment QR must keep the link as is"
+    page = await phone_with_camera(write_y4m(tmp_path / "enrolment.y4m", [(framed(dashboard_code), 5)]))
+    await page.goto(f"{stack.config.url('checkin')}/scan")
+
+    await page.get_by_role("button", name="Scan the enrolment code").click()
+
+    await expect(page.locator("#scan-screen")).to_be_visible()
+    await expect(page.locator("#where")).to_have_text(f"Door phone 4 · {GATE}")
+    stored = await page.evaluate("JSON.parse(localStorage.getItem('plenary.door.device'))")
+    assert stored["device_id"] == device["device_id"]
+    listed = await http.get(
+        f"{stack.config.url('checkin')}/api/v1/events/{event_id}/devices", headers=organiser(stack)
+    )
+    assert [d["enrolled"] for d in listed.json()] == [True]
+
+
+async def test_with_the_network_cut_the_ticket_list_admits_and_the_queue_syncs_on_return(
+    phone_with_camera: Phone,
+    stack: EmbeddedStack,
+    http: httpx.AsyncClient,
+    artefacts: Path,
+    tmp_path: Path,
+) -> None:
+    event_id = await create_event(http, stack)
+    first, second = "Aoife O'Neill", "Nguyễn Thị Lan"
+    await _delegate(http, stack, event_id, first)
+    code, _ = await _delegate(http, stack, event_id, second)
+    await _ticket_list_holds(http, stack, event_id, {first, second})
+    empty_hall = Image.new("L", (640, 480), 90)
+    page = await phone_with_camera(write_y4m(tmp_path / "hall.y4m", [(empty_hall, 5)]))
+    await _enrol(page, stack, await _device(http, stack, event_id, "Door phone 2"))
+    await _ticket_list_loaded(page, 2)
+    badge = page.locator("#connection")
+    await expect(badge).to_have_text("Online")
+    before = (await attendance(http, stack, event_id))["admitted"]
+    # The app itself must be stored on the phone before the network goes.
+    assert await page.evaluate("navigator.serviceWorker.ready.then((registration) => Boolean(registration.active))")
+
+    await page.context.set_offline(True)
+    await _wedge(page, code)
+
+    await _verdict(page, "admitted")
+    verdict = page.locator(VERDICT)
+    await expect(verdict).to_contain_text(second)
+    await expect(verdict).to_contain_text("offline")
+    await expect(badge).to_have_attribute("data-state", "offline")
+    await expect(badge).to_have_text("Offline · 1 queued")
+    await _screenshot(page, artefacts, "offline-admitted")
+    await _back_to_scanning(page)
+    await _assert_readable(page)
+    await _screenshot(page, artefacts, "offline-badge")
+
+    # Reopened with no network, the app comes from the phone's own copy, with its ticket list and queue.
+    await page.reload()
+    await expect(page.locator("#scan-screen")).to_be_visible()
+    await expect(badge).to_have_text("Offline · 1 queued")
+    await _ticket_list_loaded(page, 2)
+    await _wedge(page, code)
+    await _verdict(page, "already_admitted")
+    await expect(verdict).to_contain_text(second)
+    await expect(badge).to_have_text("Offline · 2 queued")
+    await _screenshot(page, artefacts, "offline-already-admitted")
+    assert (await attendance(http, stack, event_id))["admitted"] == before
+
+    await page.context.set_offline(False)
+    await expect(badge).to_have_text("Online", timeout=VERDICT_TIMEOUT_MS)
+    await expect(badge).to_have_attribute("data-queue", "0")
+
+    async def counted() -> bool:
+        return bool((await attendance(http, stack, event_id))["admitted"] == before + 1)
+
+    await eventually(counted, timeout=10, what="the uploaded admission reaching attendance")
+    scans = await http.get(
+        f"{stack.config.url('checkin')}/api/v1/events/{event_id}/scans", headers=organiser(stack)
+    )
+    uploaded = [scan for scan in scans.json() if scan["offline"]]
+    assert sorted(scan["verdict"] for scan in uploaded) == ["admitted", "already_admitted"]
+
+    await _back_to_scanning(page)
+    await page.get_by_role("button", name="Find a delegate · This phone").click()
+    await page.get_by_label("Name or organisation").fill("nguyen thi")
+    result = page.locator("#search-results li")
+    await expect(result).to_have_count(1)
+    await expect(result).to_contain_text(second)
+    await expect(result).to_contain_text(re.compile(rf"Inside: admitted \d\d:\d\d at {GATE}"))
+    await _assert_readable(page)
+    await _screenshot(page, artefacts, "search")
+
+
+async def test_forged_and_garbled_codes_are_refused_and_scanning_carries_on(
+    phone_with_camera: Phone,
+    stack: EmbeddedStack,
+    http: httpx.AsyncClient,
+    artefacts: Path,
+    tmp_path: Path,
+) -> None:
+    event_id = await create_event(http, stack)
+    name = "Zoë Ó Súilleabháin"
+    code, png = await _delegate(http, stack, event_id, name)
+    await _ticket_list_holds(http, stack, event_id, {name})
+    forged = Image.open(io.BytesIO(qr.png(_forged(code))))
+    # The forged ticket is shown first, then the genuine one, as a queue moves past the door.
+    video = write_y4m(tmp_path / "forged-then-genuine.y4m", [(framed(forged), 30), (framed(png), 30)])
+    page = await phone_with_camera(video)
+    await _enrol(page, stack, await _device(http, stack, event_id, "Door phone 3"))
+
+    await _verdict(page, "invalid_signature")
+    verdict = page.locator(VERDICT)
+    await expect(verdict).to_contain_text("Not a genuine ticket")
+    await expect(verdict).to_contain_text("registration desk")
+    await _assert_readable(page)
+    await _screenshot(page, artefacts, "forged")
+
+    await _verdict(page, "admitted")
+    await expect(verdict).to_contain_text(name)
+
+    await verdict.click()
+    await _back_to_scanning(page)
+    # A hardware scanner types into whatever has focus; nothing needs to be focused first.
+    await page.locator("body").focus()
+    await page.keyboard.type("HELLO-THERE-NOT-A-TICKET", delay=5)
+    await page.keyboard.press("Enter")
+    await _verdict(page, "malformed")
+    await expect(verdict).to_contain_text("Not a ticket code")
+    await _screenshot(page, artefacts, "garbled")
+
+    figures = await attendance(http, stack, event_id)
+    assert figures["admitted"] == 1
+
+
+async def test_at_a_workshop_room_door_only_delegates_booked_on_it_are_admitted(
+    phone_with_camera: Phone,
+    stack: EmbeddedStack,
+    http: httpx.AsyncClient,
+    new_event: NewEvent,
+    artefacts: Path,
+    tmp_path: Path,
+) -> None:
+    event_id = str((await new_event(sessions=WORKSHOPS))["id"])
+    booked, elsewhere = "Tomasz Kowalczyk-Reid", "Amara Okonkwo"
+    booked_code, _ = await _delegate(http, stack, event_id, booked, ["curriculum"])
+    elsewhere_code, _ = await _delegate(http, stack, event_id, elsewhere, ["wellbeing"])
+    await _ticket_list_holds(http, stack, event_id, {booked, elsewhere})
+    page = await phone_with_camera(write_y4m(tmp_path / "hall.y4m", [(Image.new("L", (640, 480), 90), 5)]))
+    await _enrol(page, stack, await _device(http, stack, event_id, "Room phone", [GATE, "Room 2"]))
+    await _ticket_list_loaded(page, 2)
+
+    await page.get_by_label("Gate", exact=True).select_option("Room 2")
+    await page.get_by_label("Checking entry to").select_option(label="Workshop: Leading curriculum change")
+    await expect(page.locator("#where")).to_have_text("Room phone · Room 2 · Leading curriculum change")
+    await _assert_readable(page)
+    await _screenshot(page, artefacts, "room-mode")
+
+    await _wedge(page, booked_code)
+    await _verdict(page, "admitted")
+    await expect(page.locator(VERDICT)).to_contain_text(booked)
+    await expect(page.locator(VERDICT)).to_contain_text("Workshop: Leading curriculum change")
+
+    await _wedge(page, elsewhere_code)
+    await _verdict(page, "not_entitled")
+    await expect(page.locator(VERDICT)).to_contain_text("Not booked on this workshop")
+    await expect(page.locator(VERDICT)).to_contain_text(elsewhere)
+    await _assert_readable(page)
+    await _screenshot(page, artefacts, "not-booked")
+
+    figures = await attendance(http, stack, event_id)
+    assert figures["by_session"] == {"curriculum": 1}
+    assert figures["admitted"] == 0
