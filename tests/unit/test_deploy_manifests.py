@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -150,3 +151,33 @@ def test_production_overlay_renders_into_the_plenary_namespace_with_tagged_image
     }
     assert {image.rsplit("/", 1)[-1].split(":")[0] for image in images} == set(PORTS)
     assert all(":" in image.rsplit("/", 1)[-1] for image in images)
+
+
+# The oldest Kubernetes minor release still supported upstream when these manifests were last revised.
+KUBERNETES_VERSION = "1.32"
+
+
+def _validate(document: dict[str, Any]) -> None:
+    try:
+        kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        name = f"{document.get('kind')}/{document.get('metadata', {}).get('name')}"
+        raise AssertionError(f"{name}: {exc.message} at {'.'.join(map(str, exc.path))}") from exc
+
+
+@pytest.mark.parametrize("document", manifests(), ids=lambda doc: f"{doc['kind']}/{doc['metadata']['name']}")
+def test_every_manifest_is_valid_against_the_kubernetes_schema(document: dict[str, Any]) -> None:
+    # Strict: a misspelt or misplaced field is an error, not silently ignored by the API server.
+    _validate(document)
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not on PATH")
+@pytest.mark.parametrize("folder", KUSTOMIZATIONS, ids=lambda folder: str(folder.relative_to(DEPLOY)))
+def test_every_rendered_kustomization_is_valid_against_the_kubernetes_schema(folder: Path) -> None:
+    rendered = subprocess.run(
+        ["kubectl", "kustomize", str(folder)], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    documents = [doc for doc in yaml.safe_load_all(rendered) if doc]
+    assert {doc["kind"] for doc in documents} >= {"Deployment", "Service", "HorizontalPodAutoscaler", "ConfigMap"}
+    for document in documents:
+        _validate(document)
