@@ -52,3 +52,8 @@ clean:
 .PHONY: bench
 bench: $(STAMP)
 	$(PY) -m bench.registration_surge $(ARGS)
+
+# The door: verdict and scan-to-dashboard latency at 100 scans a second; bench/results/scan_latency.json.
+.PHONY: bench-scan
+bench-scan: $(STAMP)
+	$(PY) -m bench.scan_latency $(ARGS)

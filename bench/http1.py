@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,7 +19,7 @@ class Http1Error(Exception):
 
 
 class Connection:
-    def __init__(self, url: str, timeout: float = 60.0) -> None:
+    def __init__(self, url: str, timeout: float = 60.0, headers: Mapping[str, str] | None = None) -> None:
         parts = urlsplit(url)
         if parts.scheme != "http" or parts.hostname is None:
             raise ValueError(f"plain http URLs only, not {url!r}")
@@ -26,13 +27,15 @@ class Connection:
         self._port = parts.port or 80
         self._authority = parts.netloc
         self._timeout = timeout
+        # Sent with every request, e.g. a door device's Authorization.
+        self._headers = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
     async def post_json(self, path: str, payload: Any) -> tuple[int, bytes]:
         body = json.dumps(payload, separators=(",", ":")).encode()
         head = (
-            f"POST {path} HTTP/1.1\r\nHost: {self._authority}\r\nContent-Type: application/json\r\n"
+            f"POST {path} HTTP/1.1\r\nHost: {self._authority}\r\n{self._headers}Content-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n"
         ).encode()
         return await asyncio.wait_for(self._exchange(head + body), self._timeout)
