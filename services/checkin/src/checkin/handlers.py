@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -14,7 +15,7 @@ from pymongo.errors import DuplicateKeyError
 
 from checkin import domain
 from checkin.domain import Admission, Attendee, CheckinRefused, Decision, Movement, TicketState, Verdict
-from checkin.store import Store
+from checkin.store import LAST_SEEN_RESOLUTION, Store
 from plenary_kit import events
 from plenary_kit.auth import hash_token, new_token
 from plenary_kit.consumer import Handler
@@ -202,12 +203,15 @@ class Scans:
         outbox: Outbox,
         concurrent_transactions: int = 8,
         on_decided: Callable[[str], None] | None = None,
+        on_seen: Callable[[str, datetime], Awaitable[None]] | None = None,
     ) -> None:
         self._client = client
         self._store = store
         self._outbox = outbox
         # Told the event id after every scan, so live views move at once.
         self._on_decided = on_decided
+        # Told which device scanned, for its last-seen time.
+        self._on_seen = on_seen
         # Every admission updates the event's counter documents; letting only a few transactions
         # reach them at once keeps write conflicts, and so latency at the doors, low.
         self._admission = asyncio.Semaphore(concurrent_transactions)
@@ -301,8 +305,8 @@ class Scans:
             self._outbox.nudge()
             if self._on_decided is not None:
                 self._on_decided(event_id)
-            if device_id is not None:
-                await self._store.touch_device(device_id, received_at)
+            if device_id is not None and self._on_seen is not None:
+                await self._on_seen(device_id, received_at)
             SCANS.labels(body["verdict"], request.direction.value).inc()
             log.info("scan_decided", scan_id=body["scan_id"], verdict=body["verdict"], gate=request.gate)
             return body
@@ -484,10 +488,20 @@ def alert_public(alert: Document) -> dict[str, Any]:
 
 
 class Devices:
-    """Door devices: enrolled by an organiser, each able to scan its own event and nothing else."""
+    """Door devices: enrolled by an organiser, each able to scan its own event and nothing else.
 
-    def __init__(self, store: Store) -> None:
+    Every scan is authenticated, so a token's device is remembered for a moment rather than read
+    each time; a revocation here takes effect at once, one made through another replica within
+    REMEMBER seconds.
+    """
+
+    REMEMBER = 2.0
+
+    def __init__(self, store: Store, clock: Callable[[], float] = time.monotonic) -> None:
         self._store = store
+        self._clock = clock
+        self._known: dict[str, tuple[float, Document]] = {}
+        self._touched: dict[str, float] = {}
 
     async def create(self, event_id: str, spec: domain.DeviceCreate) -> dict[str, Any]:
         token, enrolment_code = new_token(), new_token()
@@ -523,16 +537,34 @@ class Devices:
 
     async def authenticate(self, token: str) -> Document | None:
         """The live device holding this token, or None."""
-        device = await self._store.device_by_token_hash(hash_token(token))
+        token_hash = hash_token(token)
+        now = self._clock()
+        remembered = self._known.get(token_hash)
+        if remembered is not None and now - remembered[0] < self.REMEMBER:
+            return remembered[1]
+        device = await self._store.device_by_token_hash(token_hash)
         if device is None or device.get("revoked_at") is not None:
+            self._known.pop(token_hash, None)
             return None
+        if len(self._known) > 10_000:
+            self._known.clear()
+        self._known[token_hash] = (now, device)
         return device
+
+    async def seen(self, device_id: str, at: datetime) -> None:
+        """Note that the device is in use; written at most once per LAST_SEEN_RESOLUTION."""
+        now = self._clock()
+        if now - self._touched.get(device_id, float("-inf")) < LAST_SEEN_RESOLUTION.total_seconds():
+            return
+        self._touched[device_id] = now
+        await self._store.touch_device(device_id, at)
 
     async def for_event(self, event_id: str) -> list[Document]:
         return await self._store.devices_for(event_id)
 
     async def revoke(self, device_id: str) -> Document:
         device = await self._store.revoke_device(device_id, datetime.now(UTC))
+        self._known = {key: kept for key, kept in self._known.items() if kept[1]["_id"] != device_id}
         if device is None:
             raise CheckinRefused(404, "device_not_found", "No such device.")
         log.info("device_revoked", device_id=device_id)

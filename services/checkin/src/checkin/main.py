@@ -27,7 +27,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.store = store
     live = LiveAttendance(store)
     app.state.live = live
-    app.state.scans = Scans(runtime.client, store, runtime.outbox, on_decided=live.changed)
-    app.state.devices = Devices(store)
+    devices = Devices(store)
+    app.state.devices = devices
+    app.state.scans = Scans(runtime.client, store, runtime.outbox, on_decided=live.changed, on_seen=devices.seen)
     app.state.snapshots = Snapshots(store)
     return app

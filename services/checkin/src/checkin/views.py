@@ -137,8 +137,9 @@ class LiveAttendance:
 
     POLL = 0.25
     REFRESH = 2.0
-    # Readings this close together are merged: a burst of scans costs a few readings, not one each.
-    COALESCE = 0.1
+    # Readings this close together are merged: a burst of scans costs a few readings a second, not
+    # one per scan, and the dashboard still moves within a second.
+    COALESCE = 0.25
 
     def __init__(self, store: Store) -> None:
         self._store = store
