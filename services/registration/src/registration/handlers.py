@@ -16,13 +16,13 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from plenary_kit import events, sealing
 from plenary_kit.auth import hash_token, new_token
+from plenary_kit.desk import BatchDesk
 from plenary_kit.envelope import Envelope
 from plenary_kit.logs import get_logger
 from plenary_kit.mongo import Document, Session, in_transaction
 from plenary_kit.outbox import Outbox
 from plenary_kit.web import correlation_id
 from registration import domain
-from registration.admissions import AdmissionDesk
 from registration.domain import RegistrationRejected, Status
 from registration.store import Store
 
@@ -90,7 +90,7 @@ class Registrations:
         # Every registration for one event updates the same counter document; letting only a few
         # transactions reach it at once keeps write conflicts, and so latency, low under a surge.
         self._admission = asyncio.Semaphore(concurrent_transactions)
-        self._desk: AdmissionDesk[Arrival, Reply] = AdmissionDesk(self._admit_arrivals)
+        self._desk: BatchDesk[Arrival, Reply] = BatchDesk(self._admit_arrivals)
         # Events as recently read, to check a registration before it joins the desk's queue.
         self._recent_events: dict[str, tuple[float, Document]] = {}
 

@@ -1,11 +1,12 @@
-"""The admission desk: registrations for one event are admitted in batches, one transaction per batch.
+"""A desk that serves requests in batches: one queue per key, one batch at a time, one transaction per batch.
 
-Every registration for an event changes the same counter document, and transactions that update one
-document serialise: each one pays for its own round trips, commit and write conflicts. The desk
-keeps one queue per event in this process. Whoever arrives while a batch is being admitted waits
-for the next one, and the next batch takes everyone waiting (up to a limit). A quiet event admits
-each registration on its own at once; a surge is admitted tens at a time, so the cost of the
-transaction is shared and the counter document sees one writer per process.
+Work that touches the same documents for one key (an event's capacity counters for registrations,
+its attendance counters and admissions for scans) serialises in the database anyway: each
+transaction pays for its own round trips, commit and write conflicts. The desk keeps one queue per
+key in this process. Whoever arrives while a batch is being served waits for the next one, and the
+next batch takes everyone waiting (up to a limit). A quiet key serves each request on its own at
+once; a surge is served tens at a time, so the cost of a transaction is shared and the hot documents
+see one writer per process.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ log = get_logger(__name__)
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
-# The most arrivals one transaction admits; more wait for the next batch.
+# The most requests one batch serves; more wait for the next batch.
 MAX_BATCH = 100
 
 
@@ -33,19 +34,19 @@ class _Waiting(Generic[Item, Result]):
     reply: asyncio.Future[Result] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
-class AdmissionDesk(Generic[Item, Result]):
-    """Queues items per key and hands each key's queue to `admit` in batches, one batch at a time.
+class BatchDesk(Generic[Item, Result]):
+    """Queues items per key and hands each key's queue to `serve` in batches, one batch at a time.
 
-    `admit` gets the items of one batch in arrival order and returns one outcome per item: a result,
-    or the exception that item's caller should see. A failure of `admit` itself fails the whole batch.
+    `serve` gets the items of one batch in arrival order and returns one outcome per item: a result,
+    or the exception that item's caller should see. A failure of `serve` itself fails the whole batch.
     """
 
     def __init__(
         self,
-        admit: Callable[[str, list[Item]], Awaitable[list[Result | Exception]]],
+        serve: Callable[[str, list[Item]], Awaitable[list[Result | Exception]]],
         max_batch: int = MAX_BATCH,
     ) -> None:
-        self._admit = admit
+        self._serve = serve
         self._max_batch = max_batch
         self._queues: dict[str, list[_Waiting[Item, Result]]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
@@ -58,9 +59,9 @@ class AdmissionDesk(Generic[Item, Result]):
         if key not in self._workers:
             # A context of its own: the batch serves many requests, not the one that happened to start it.
             self._workers[key] = asyncio.create_task(
-                self._drain(key), name=f"admissions-{key}", context=contextvars.Context()
+                self._drain(key), name=f"desk-{key}", context=contextvars.Context()
             )
-        # The caller may go away (a dropped connection); its registration is still admitted.
+        # The caller may go away (a dropped connection); its request is still served.
         return await asyncio.shield(waiting.reply)
 
     async def _drain(self, key: str) -> None:
@@ -71,13 +72,13 @@ class AdmissionDesk(Generic[Item, Result]):
                     self._queues[key] = rest
                 else:
                     del self._queues[key]
-                await self._admit_batch(key, batch)
+                await self._serve_batch(key, batch)
         finally:
             del self._workers[key]
 
-    async def _admit_batch(self, key: str, batch: list[_Waiting[Item, Result]]) -> None:
+    async def _serve_batch(self, key: str, batch: list[_Waiting[Item, Result]]) -> None:
         try:
-            outcomes = await self._admit(key, [w.item for w in batch])
+            outcomes = await self._serve(key, [w.item for w in batch])
             if len(outcomes) != len(batch):
                 raise RuntimeError(f"{len(outcomes)} outcomes for a batch of {len(batch)}")
         except BaseException as exc:

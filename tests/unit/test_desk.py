@@ -1,4 +1,4 @@
-"""The admission desk: batches per event, one batch at a time, every caller answered."""
+"""The batch desk: batches per key, one batch at a time, every caller answered."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from registration.admissions import AdmissionDesk
+from plenary_kit.desk import BatchDesk
 
 
 async def test_arrivals_during_a_batch_wait_and_go_together_in_the_next() -> None:
@@ -19,7 +19,7 @@ async def test_arrivals_during_a_batch_wait_and_go_together_in_the_next() -> Non
             await release.wait()
         return [item * 10 for item in items]
 
-    desk: AdmissionDesk[int, int] = AdmissionDesk(admit)
+    desk: BatchDesk[int, int] = BatchDesk(admit)
     first = asyncio.create_task(desk.submit("symposium", 1))
     await asyncio.sleep(0)
     rest = [asyncio.create_task(desk.submit("symposium", n)) for n in (2, 3, 4)]
@@ -36,7 +36,7 @@ async def test_each_caller_gets_its_own_refusal_and_a_failed_batch_fails_only_it
             raise RuntimeError("document server unavailable")
         return [ValueError("already registered") if item == 2 else item for item in items]
 
-    desk: AdmissionDesk[int, int] = AdmissionDesk(admit)
+    desk: BatchDesk[int, int] = BatchDesk(admit)
     one, two = await asyncio.gather(
         desk.submit("conference", 1), desk.submit("conference", 2), return_exceptions=True
     )
@@ -54,7 +54,7 @@ async def test_batches_are_capped_and_events_do_not_share_them() -> None:
         await asyncio.sleep(0.01)
         return list(items)
 
-    desk: AdmissionDesk[int, int] = AdmissionDesk(admit, max_batch=3)
+    desk: BatchDesk[int, int] = BatchDesk(admit, max_batch=3)
     calls = [desk.submit("a", n) for n in range(7)] + [desk.submit("b", n) for n in range(2)]
     assert sorted(await asyncio.gather(*calls)) == sorted([*range(7), 0, 1])
     assert sorted(size for event, size in seen if event == "a") == [1, 3, 3]
