@@ -11,7 +11,8 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from checkin import domain
-from checkin.handlers import Devices, Scans
+from checkin.door import Scans
+from checkin.handlers import Devices
 from checkin.views import LiveAttendance, Snapshots
 from plenary_kit import qr, spreadsheet
 from plenary_kit.auth import bearer, hash_token, is_admin

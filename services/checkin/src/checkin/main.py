@@ -6,7 +6,8 @@ from fastapi import FastAPI
 
 from checkin import pages
 from checkin.api import router
-from checkin.handlers import Devices, Projection, Scans
+from checkin.door import Scans
+from checkin.handlers import Devices, Projection
 from checkin.store import Store
 from checkin.views import LiveAttendance, Snapshots
 from plenary_kit import web

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from checkin.domain import ERASED_NAME, CounterKey
@@ -121,8 +122,8 @@ class Store:
     async def save_ticket(self, ticket_id: str, fields: Document, session: Session) -> None:
         await self.tickets.update_one({"_id": ticket_id}, {"$set": fields}, upsert=True, session=session)
 
-    async def ticket(self, ticket_id: str, session: Session) -> Document | None:
-        return await self.tickets.find_one({"_id": ticket_id}, session=session)
+    async def tickets_by_id(self, ticket_ids: list[str], session: Session) -> dict[str, Document]:
+        return await _by_id(self.tickets, ticket_ids, session)
 
     async def save_registration(self, registration_id: str, fields: Document, session: Session) -> None:
         await self.registrations.update_one(
@@ -136,8 +137,8 @@ class Store:
         """Change a registration already in the projection; one it does not hold stays absent."""
         await self.registrations.update_one({"_id": registration_id}, {"$set": fields}, session=session)
 
-    async def registration(self, registration_id: str, session: Session) -> Document | None:
-        return await self.registrations.find_one({"_id": registration_id}, session=session)
+    async def registrations_by_id(self, registration_ids: list[str], session: Session) -> dict[str, Document]:
+        return await _by_id(self.registrations, registration_ids, session)
 
     async def is_erased(self, registration_id: str, session: Session) -> bool:
         found = await self.registrations.find_one(
@@ -185,40 +186,52 @@ class Store:
 
     # Admissions: one document per ticket, changed only by conditional writes.
 
-    async def admission(self, ticket_id: str, session: Session) -> Document | None:
-        return await self.admissions.find_one({"_id": ticket_id}, session=session)
+    async def admissions_by_id(self, ticket_ids: list[str], session: Session) -> dict[str, Document]:
+        return await _by_id(self.admissions, ticket_ids, session)
 
-    async def insert_admission(self, admission: Document, session: Session) -> None:
-        await self.admissions.insert_one(admission, session=session)
+    async def insert_admissions(self, admissions: list[Document], session: Session) -> None:
+        """New admissions; the unique ticket id makes a second process's first admission of one ticket fail."""
+        await self.admissions.insert_many(admissions, session=session)
 
-    async def room_admission(self, ticket_id: str, room: str, session: Session) -> Document | None:
-        return await self.room_admissions.find_one({"_id": f"{ticket_id}:{room}"}, session=session)
-
-    async def insert_room_admission(self, admission: Document, session: Session) -> None:
-        await self.room_admissions.insert_one(admission, session=session)
-
-    async def move(
-        self, ticket_id: str, *, inside: bool, at: datetime, gate: str, device_id: str | None, session: Session
+    async def move_admissions(
+        self, moved: dict[str, Document], read_counts: dict[str, tuple[int, int]], session: Session
     ) -> bool:
-        """Flip a holder to inside/outside; False when someone else already did."""
-        counter = "entries" if inside else "exits"
-        result = await self.admissions.update_one(
-            {"_id": ticket_id, "inside": not inside},
-            {
-                "$set": {"inside": inside, "last_at": at, "last_gate": gate, "last_device_id": device_id},
-                "$inc": {counter: 1},
-            },
+        """Write each holder's new whereabouts, unless another process moved them since they were read."""
+        result = await self.admissions.bulk_write(
+            [
+                UpdateOne(
+                    {"_id": ticket_id, "entries": read_counts[ticket_id][0], "exits": read_counts[ticket_id][1]},
+                    {
+                        "$set": {
+                            field: admission[field]
+                            for field in ("inside", "last_at", "last_gate", "last_device_id", "entries", "exits")
+                        }
+                    },
+                )
+                for ticket_id, admission in moved.items()
+            ],
+            ordered=False,
             session=session,
         )
-        return result.modified_count == 1
+        return result.matched_count == len(moved)
+
+    async def room_admissions_by_id(self, ids: list[str], session: Session) -> dict[str, Document]:
+        return await _by_id(self.room_admissions, ids, session)
+
+    async def insert_room_admissions(self, entries: list[Document], session: Session) -> None:
+        await self.room_admissions.insert_many(entries, session=session)
 
     # Scans: the audit trail, each carrying the reply given for its nonce.
 
-    async def scan_by_nonce(self, nonce_key: str) -> Document | None:
-        return await self.scans.find_one({"nonce_key": nonce_key})
+    async def replies_for_nonces(self, nonce_keys: list[str], session: Session) -> dict[str, Document]:
+        """The reply already given for each of these nonces, by nonce."""
+        found = self.scans.find(
+            {"nonce_key": {"$in": nonce_keys}}, projection={"nonce_key": 1, "reply": 1}, session=session
+        )
+        return {row["nonce_key"]: row["reply"] for row in await found.to_list(None)}
 
-    async def insert_scan(self, scan: Document, session: Session) -> None:
-        await self.scans.insert_one(scan, session=session)
+    async def insert_scans(self, scans: list[Document], session: Session) -> None:
+        await self.scans.insert_many(scans, session=session)
 
     async def recent_scans(self, event_id: str, limit: int) -> list[Document]:
         cursor = self.scans.find({"event_id": event_id}).sort("received_at", DESCENDING).limit(limit)
@@ -226,8 +239,8 @@ class Store:
 
     # Double-entry alerts, raised when offline uploads show one ticket let in twice.
 
-    async def insert_alert(self, alert: Document, session: Session) -> None:
-        await self.alerts.insert_one(alert, session=session)
+    async def insert_alerts(self, alerts: list[Document], session: Session) -> None:
+        await self.alerts.insert_many(alerts, session=session)
 
     async def alerts_for(self, event_id: str, limit: int) -> list[Document]:
         return await self.alerts.find({"event_id": event_id}).sort("raised_at", DESCENDING).to_list(limit)
@@ -293,3 +306,9 @@ class Store:
             "$or": [{"last_seen_at": None}, {"last_seen_at": {"$lt": now - LAST_SEEN_RESOLUTION}}],
         }
         await self.devices.update_one(condition, {"$set": {"last_seen_at": now}})
+
+
+async def _by_id(collection: AsyncCollection[Document], ids: list[str], session: Session) -> dict[str, Document]:
+    if not ids:
+        return {}
+    return {row["_id"]: row for row in await collection.find({"_id": {"$in": ids}}, session=session).to_list(None)}

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from checkin import domain
-from checkin.handlers import alert_public
+from checkin.door import alert_public
 from checkin.store import Store
 from plenary_kit.logs import get_logger
 from plenary_kit.mongo import Document
