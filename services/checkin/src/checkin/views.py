@@ -137,9 +137,9 @@ class LiveAttendance:
 
     POLL = 0.25
     REFRESH = 2.0
-    # Readings this close together are merged: a burst of scans costs a few readings a second, not
-    # one per scan, and the dashboard still moves within a second.
-    COALESCE = 0.25
+    # The least time between two readings: the first scan after a quiet spell is read at once, a
+    # burst of scans costs a few readings a second rather than one per scan.
+    MIN_INTERVAL = 0.25
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -204,8 +204,10 @@ class LiveAttendance:
                     last_scan = latest
                 if not woken and loop.time() - last_read < self.REFRESH:
                     continue
-                await asyncio.sleep(self.COALESCE)
-                waker.clear()
+                pause = self.MIN_INTERVAL - (loop.time() - last_read)
+                if pause > 0:
+                    await asyncio.sleep(pause)
+                    waker.clear()
                 last_read = loop.time()
                 state = await self.current(event_id)
                 figures = json.dumps({k: v for k, v in state.items() if k != "updated_at"}, sort_keys=True)
