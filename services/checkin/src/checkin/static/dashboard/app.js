@@ -54,9 +54,10 @@ function refresher(task, gap = 0) {
         const wait = last + gap - Date.now();
         if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
         last = Date.now();
-        if (!page.client) return;
+        const client = page.client;
+        if (!client) return;
         try {
-          await task();
+          await task(client);
         } catch (error) {
           if (isSignedOut(error)) {
             signOut();
@@ -137,30 +138,48 @@ function signOut(message = "Your organiser token is no longer accepted. Paste it
 
 // ---- Running -------------------------------------------------------------------------------
 
-const refreshScans = refresher(async () => {
-  const scans = await page.client.scans(20);
+/** A phone added since the list was read (from another tab, say) is named once the list is read again. */
+async function knowDevices(deviceIds) {
+  if (deviceIds.some((id) => id && !page.devices.has(id))) await page.phones.refresh();
+}
+
+// Each refresh draws only if the organiser is still signed in with the client it started with.
+const refreshScans = refresher(async (client) => {
+  const scans = await client.scans(20);
   if (scans.some((scan) => scan.ticket_id && !page.tickets.has(scan.ticket_id))) await refreshTickets();
+  await knowDevices(scans.map((scan) => scan.device_id));
+  if (client !== page.client) return;
   drawScans(byId("scans-list"), byId("scans-summary"), scans, page);
 });
 
-const refreshAlerts = refresher(async () => {
-  drawAlerts(byId("alerts-panel"), byId("alerts-summary"), byId("alerts-list"), await page.client.alerts(), page);
+const refreshAlerts = refresher(async (client) => {
+  const alerts = await client.alerts();
+  await knowDevices(alerts.flatMap((alert) => [alert.first?.device_id, alert.second?.device_id]));
+  if (client !== page.client) return;
+  drawAlerts(byId("alerts-panel"), byId("alerts-summary"), byId("alerts-list"), alerts, page);
 });
 
-const refreshNoShows = refresher(async () => {
-  drawNoShows(byId("no-shows-list"), byId("no-shows-summary"), await page.client.noShows(), {
+const refreshNoShows = refresher(async (client) => {
+  const people = await client.noShows();
+  if (client !== page.client) return;
+  drawNoShows(byId("no-shows-list"), byId("no-shows-summary"), people, {
     registered: page.attendance?.registered ?? 0,
   });
 }, NO_SHOWS_GAP_MS);
 
 /** Names for the scans feed and workshop bookings, from the snapshot (then only its changes). */
-const refreshTickets = refresher(async () => {
-  const snapshot = await page.client.snapshot(page.version);
+const refreshTickets = refresher(async (client) => {
+  const snapshot = await client.snapshot(page.version);
+  if (client !== page.client) return;
   if (snapshot.complete) page.tickets.clear();
-  for (const ticket of snapshot.tickets ?? []) page.tickets.set(ticket.ticket_id, ticket);
+  const learnt = snapshot.tickets ?? [];
+  for (const ticket of learnt) page.tickets.set(ticket.ticket_id, ticket);
   page.version = snapshot.version ?? page.version;
+  // The checkin service learns of the event with its first registration, which also moves `registered`.
   if (snapshot.event) showEvent(snapshot.event);
   if (page.attendance) drawBreakdowns(page.attendance);
+  // Names for scans drawn before these tickets were known.
+  if (learnt.length) refreshScans();
 });
 
 function showEvent(event) {
@@ -203,6 +222,10 @@ function stop() {
   page.attendance = null;
   page.tickets.clear();
   page.version = 0;
+  page.event = null;
+  setText(byId("title"), "Attendance");
+  setText(byId("event-facts"), "");
+  document.title = "Attendance – Plenary";
   page.devices = new Map();
   page.phones.reset();
   for (const id of ["scans-list", "alerts-list", "no-shows-list", "by-gate", "by-ticket-type", "by-session", "by-phase", "by-local-authority", "arrivals-table"]) {

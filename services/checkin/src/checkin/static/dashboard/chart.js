@@ -13,6 +13,8 @@ const MOST_COLUMNS = 120;
 const BUCKETS = [1, 2, 5, 10, 15, 30, 60];
 // A quiet spell after the last arrival is shown up to now, while it is recent.
 const RECENT_MS = 60 * MINUTE;
+const SHORTEST_MINUTES = 30;
+const WIDEST_COLUMN = 40;
 
 /**
  * Columns from the first minute with arrivals to the last (or to now, if that is recent),
@@ -24,10 +26,12 @@ export function columns(arrivals, now = Date.now()) {
     .filter((point) => !Number.isNaN(point.at))
     .sort((a, b) => a.at - b.at);
   if (!points.length) return { size: 1, columns: [] };
-  const first = Math.floor(points[0].at / MINUTE) * MINUTE;
+  let first = Math.floor(points[0].at / MINUTE) * MINUTE;
   let last = Math.floor(points[points.length - 1].at / MINUTE) * MINUTE;
   const current = Math.floor(now / MINUTE) * MINUTE;
   if (current > last && current - last <= RECENT_MS) last = current;
+  // At least half an hour across, so a handful of early arrivals still reads as a timeline.
+  first = Math.min(first, last - (SHORTEST_MINUTES - 1) * MINUTE);
   const span = (last - first) / MINUTE + 1;
   const size = BUCKETS.find((minutes) => span / minutes <= MOST_COLUMNS) ?? 60;
   const start = Math.floor(first / (size * MINUTE)) * size * MINUTE;
@@ -75,7 +79,7 @@ export function drawArrivals({ svg, summary, tableBody, tableHead }, arrivals, n
     );
   }
   const slot = data.length ? plotWidth / data.length : plotWidth;
-  const barWidth = Math.max(1, slot * (data.length > 60 ? 0.9 : 0.75));
+  const barWidth = Math.min(WIDEST_COLUMN, Math.max(1, slot * (data.length > 60 ? 0.9 : 0.75)));
   const labelEvery = Math.max(1, Math.ceil(data.length / 8));
   data.forEach((column, i) => {
     const x = MARGIN.left + i * slot + (slot - barWidth) / 2;
@@ -103,14 +107,13 @@ export function drawArrivals({ svg, summary, tableBody, tableHead }, arrivals, n
   svg.setAttribute("viewBox", `0 0 ${WIDTH} ${HEIGHT}`);
   svg.replaceChildren(s("title", { id: "arrivals-chart-title" }, `Arrivals per ${unit(size)}`), ...parts);
 
-  summary.textContent = data.length
-    ? `${plural(total, "arrival")} between ${clock(data[0].at)} and ${clock(new Date(data[data.length - 1].at.getTime() + size * MINUTE))}. ` +
+  const arrived = data.filter((column) => column.admitted > 0);
+  summary.textContent = arrived.length
+    ? `${plural(total, "arrival")} between ${clock(arrived[0].at)} and ${clock(new Date(arrived[arrived.length - 1].at.getTime() + size * MINUTE))}. ` +
       `Busiest ${unit(size)}: ${clock(busiest.at)}, with ${plural(busiest.admitted, "arrival")}.`
     : "No delegates have arrived yet. The chart fills in as tickets are scanned at the doors.";
   tableHead.textContent = `Arrivals per ${unit(size)}`;
   tableBody.replaceChildren(
-    ...data
-      .filter((column) => column.admitted > 0)
-      .map((column) => h("tr", {}, h("th", { scope: "row" }, clock(column.at)), h("td", { class: "n" }, count(column.admitted)))),
+    ...arrived.map((column) => h("tr", {}, h("th", { scope: "row" }, clock(column.at)), h("td", { class: "n" }, count(column.admitted)))),
   );
 }

@@ -88,7 +88,7 @@ export class DoorPhones {
   draw() {
     const active = this.devices.filter((device) => !device.revoked);
     this.summary.textContent = this.devices.length
-      ? `${plural(active.length, "phone")} can scan${active.length < this.devices.length ? `; ${plural(this.devices.length - active.length, "phone")} stopped` : ""}.`
+      ? `${active.length ? plural(active.length, "phone") : "No phone"} can scan${active.length < this.devices.length ? `; ${plural(this.devices.length - active.length, "phone")} stopped` : ""}.`
       : "No door phones yet. Add one below, then scan its code with the phone.";
     const ordered = [...this.devices].sort(
       (a, b) => Number(a.revoked) - Number(b.revoked) || a.name.localeCompare(b.name, "en-GB"),
