@@ -8,28 +8,10 @@ from typing import Any
 
 import httpx
 import pytest
+from browsing import CHROMIUM, CHROMIUM_ARGS, PHONE
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
 from plenary_stack.stack import EmbeddedStack
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-PHONE: dict[str, Any] = {
-    "viewport": {"width": 390, "height": 844},
-    "device_scale_factor": 2,
-    "is_mobile": True,
-    "has_touch": True,
-    "locale": "en-GB",
-}
 
 
 @pytest.fixture(scope="session")

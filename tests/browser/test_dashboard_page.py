@@ -16,10 +16,10 @@ from typing import Any
 import httpx
 import pytest
 import zxingcpp
+from browsing import LOW_CONTRAST_TEXT, WORKSHOPS_OFFERED
 from journey import eventually, organiser, ticket_of
 from PIL import Image
 from playwright.async_api import Browser, ConsoleMessage, Page, Route, expect
-from test_registration_pages import LOW_CONTRAST_TEXT
 
 from plenary_stack.stack import EmbeddedStack
 
@@ -42,22 +42,7 @@ TABLET: dict[str, Any] = {
     "locale": "en-GB",
     "timezone_id": "Europe/London",
 }
-WORKSHOPS = [
-    {
-        "code": "curriculum",
-        "title": "Leading curriculum change",
-        "starts_at": "2027-03-12T10:00:00+00:00",
-        "ends_at": "2027-03-12T11:30:00+00:00",
-        "capacity": 30,
-    },
-    {
-        "code": "wellbeing",
-        "title": "Staff wellbeing in hard times",
-        "starts_at": "2027-03-12T13:00:00+00:00",
-        "ends_at": "2027-03-12T14:30:00+00:00",
-        "capacity": 30,
-    },
-]
+WORKSHOPS = WORKSHOPS_OFFERED
 TICKET_TYPES = [{"code": "delegate", "name": "Delegate"}, {"code": "speaker", "name": "Speaker", "capacity": 5}]
 DELEGATES = [
     {

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from browsing import LOW_CONTRAST_TEXT, WORKSHOPS_OFFERED
 from playwright.async_api import Page, expect
 
 from plenary_stack.stack import EmbeddedStack
@@ -19,22 +20,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
 NewEvent = Callable[..., Awaitable[dict[str, Any]]]
 
-WORKSHOPS = [
-    {
-        "code": "curriculum",
-        "title": "Leading curriculum change",
-        "starts_at": "2027-03-12T10:00:00+00:00",
-        "ends_at": "2027-03-12T11:30:00+00:00",
-        "capacity": 30,
-    },
-    {
-        "code": "wellbeing",
-        "title": "Staff wellbeing in hard times",
-        "starts_at": "2027-03-12T13:00:00+00:00",
-        "ends_at": "2027-03-12T14:30:00+00:00",
-        "capacity": 0,
-    },
-]
+WORKSHOPS = [WORKSHOPS_OFFERED[0], {**WORKSHOPS_OFFERED[1], "capacity": 0}]
 QUESTIONS = [
     {"code": "lunch", "label": "Will you stay for lunch?", "kind": "yes_no", "required": True},
     {
@@ -48,31 +34,6 @@ TICKET_TYPES = [{"code": "delegate", "name": "Delegate"}, {"code": "speaker", "n
 
 
 # Every visible text's colour against the first opaque background behind it (WCAG 2.2 AA: at least 4.5:1).
-LOW_CONTRAST_TEXT = """() => {
-    const rgb = (value) => value.match(/[\\d.]+/g).map(Number);
-    const luminance = ([r, g, b]) => {
-        const linear = (c) => { c /= 255; return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4; };
-        return 0.2126 * linear(r) + 0.7152 * linear(g) + 0.0722 * linear(b);
-    };
-    const background = (element) => {
-        for (let at = element; at; at = at.parentElement) {
-            const colour = rgb(getComputedStyle(at).backgroundColor);
-            if (colour.length < 4 || colour[3] === 1) return colour;
-        }
-        return [255, 255, 255];
-    };
-    const low = [];
-    for (const element of document.querySelectorAll('body *')) {
-        const ownText = Array.from(element.childNodes).some((n) => n.nodeType === 3 && n.textContent.trim());
-        if (!ownText || !element.getClientRects().length || element.closest('.visually-hidden')) continue;
-        const [a, b] = [luminance(rgb(getComputedStyle(element).color)), luminance(background(element))];
-        const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
-        if (ratio < 4.5) low.push(`${element.tagName}.${element.className}: ${ratio.toFixed(2)}`);
-    }
-    return low;
-}"""
-
-
 def _address(who: str) -> str:
     return f"{who}.{uuid.uuid4().hex[:8]}@school.example"
 

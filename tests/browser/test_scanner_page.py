@@ -17,12 +17,11 @@ from typing import Any
 import httpx
 import pytest
 import zxingcpp
+from browsing import CHROMIUM, CHROMIUM_ARGS, LOW_CONTRAST_TEXT, PHONE, WORKSHOPS_OFFERED
 from camera import framed, write_y4m
-from conftest import CHROMIUM, CHROMIUM_ARGS, PHONE
 from journey import attendance, create_event, decode_inline_qr, eventually, messages_to, organiser
 from PIL import Image
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
-from test_registration_pages import LOW_CONTRAST_TEXT
 
 from plenary_kit import qr
 from plenary_stack.stack import EmbeddedStack
@@ -36,22 +35,7 @@ VERDICT_TIMEOUT_MS = 20_000
 
 Phone = Callable[[Path], Awaitable[Page]]
 NewEvent = Callable[..., Awaitable[dict[str, Any]]]
-WORKSHOPS = [
-    {
-        "code": "curriculum",
-        "title": "Leading curriculum change",
-        "starts_at": "2027-03-12T10:00:00+00:00",
-        "ends_at": "2027-03-12T11:30:00+00:00",
-        "capacity": 30,
-    },
-    {
-        "code": "wellbeing",
-        "title": "Staff wellbeing in hard times",
-        "starts_at": "2027-03-12T13:00:00+00:00",
-        "ends_at": "2027-03-12T14:30:00+00:00",
-        "capacity": 30,
-    },
-]
+WORKSHOPS = WORKSHOPS_OFFERED
 
 
 @pytest.fixture
