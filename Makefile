@@ -8,7 +8,7 @@ PACKAGES := services/kit services/registration services/ticketing services/notif
 SYSTEM_STAMP := $(VENV)/.system-packages
 SYSTEM_PACKAGES := docker-compose chromium fonts-dejavu-core
 
-.PHONY: up test lint install system-deps replay rebuild-checkin clean
+.PHONY: up test lint install system-deps replay deadletters rebuild-checkin clean
 
 $(STAMP): requirements.lock services/checkin/vendor.json $(addsuffix /pyproject.toml,$(PACKAGES))
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ lint: $(STAMP)
 
 replay: $(STAMP)
 	$(PY) -m plenary_kit.replay $(ARGS)
+
+# Dead letters: ARGS="list --topic registration.v1" or ARGS="redrive --topic registration.v1 --consumer ticketing".
+deadletters: $(STAMP)
+	$(PY) -m plenary_kit.deadletters $(ARGS)
 
 # Rebuild checkin's ticket projection from the ticket and registration topics.
 rebuild-checkin: $(STAMP)

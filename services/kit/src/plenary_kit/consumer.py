@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import structlog
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.errors import KafkaError
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
@@ -27,7 +27,7 @@ from pymongo.errors import (
 from plenary_kit import metrics, topics
 from plenary_kit.envelope import Envelope, MalformedEvent
 from plenary_kit.events import EventData
-from plenary_kit.kafka import Publisher
+from plenary_kit.kafka import Publisher, read_to_end
 from plenary_kit.logs import get_logger
 from plenary_kit.mongo import Document, Session, in_transaction
 
@@ -118,41 +118,17 @@ class Consumer:
                 except KafkaError:
                     pass
 
-    async def replay_all(self, idle_polls: int = 4) -> int:
+    async def replay_all(self) -> int:
         """Apply every event on the topics from the first until caught up, then stop; for rebuilding state.
 
-        Reads without a consumer group, so no group's offsets move. The events are marked as
-        processed under this consumer's name, so give it a name of its own. Caught up means at each
-        partition's high-water mark as the fetches report it (`end_offsets()` is not trusted: some
-        brokers get it wrong for batched messages), or nothing fetched for `idle_polls` polls running.
-        Returns how many events were read.
+        Reads without a consumer group (see `kafka.read_to_end`). The events are marked as processed
+        under this consumer's name, so give it a name of its own. Returns how many were read.
         """
-        reader = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False, client_id=self.name)
-        await reader.start()
-        try:
-            await reader.topics()
-            partitions = [
-                TopicPartition(topic, partition)
-                for topic in self._topics
-                for partition in sorted(reader.partitions_for_topic(topic) or ())
-            ]
-            reader.assign(partitions)
-            await reader.seek_to_beginning(*partitions)
-            remaining, read, idle = set(partitions), 0, 0
-            while remaining and idle < idle_polls:
-                batches = await reader.getmany(*remaining, timeout_ms=500, max_records=200)
-                idle = 0 if any(batches.values()) else idle + 1
-                for records in batches.values():
-                    if records:
-                        await self.handle_records(records)
-                        read += len(records)
-                for partition in list(remaining):
-                    highwater = reader.highwater(partition)
-                    if highwater is not None and await reader.position(partition) >= highwater:
-                        remaining.discard(partition)
-            return read
-        finally:
-            await reader.stop()
+        read = 0
+        async for records in read_to_end(self._bootstrap, self._topics, self.name):
+            await self.handle_records(records)
+            read += len(records)
+        return read
 
     async def _loop(self, consumer: AIOKafkaConsumer) -> None:
         while True:

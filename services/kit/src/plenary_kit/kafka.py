@@ -1,10 +1,11 @@
-"""Kafka plumbing: an acks=all publisher that survives a broker outage, and topic creation."""
+"""Kafka plumbing: an acks=all publisher that survives a broker outage, topic creation, reading a topic whole."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Sequence
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
@@ -99,3 +100,40 @@ async def reachable(bootstrap_servers: str, timeout: float = 1.5) -> bool:
         return False
     finally:
         await client.close()
+
+
+async def read_to_end(
+    bootstrap_servers: str, topic_names: Sequence[str], client_id: str, idle_polls: int = 4
+) -> AsyncIterator[list[ConsumerRecord[bytes, bytes]]]:
+    """Every record on these topics from the first, a partition's batch at a time, then stop.
+
+    Reads without a consumer group, so no group's offsets move. The end is each partition's
+    high-water mark as the fetches report it (`end_offsets()` is not trusted: some brokers get it
+    wrong for batched messages), or `idle_polls` polls in a row that fetch nothing.
+    """
+    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False, client_id=client_id)
+    await reader.start()
+    try:
+        await reader.topics()
+        partitions = [
+            TopicPartition(topic, partition)
+            for topic in topic_names
+            for partition in sorted(reader.partitions_for_topic(topic) or ())
+        ]
+        if not partitions:
+            return
+        reader.assign(partitions)
+        await reader.seek_to_beginning(*partitions)
+        remaining, idle = set(partitions), 0
+        while remaining and idle < idle_polls:
+            batches = await reader.getmany(*remaining, timeout_ms=500, max_records=200)
+            idle = 0 if any(batches.values()) else idle + 1
+            for records in batches.values():
+                if records:
+                    yield records
+            for partition in list(remaining):
+                highwater = reader.highwater(partition)
+                if highwater is not None and await reader.position(partition) >= highwater:
+                    remaining.discard(partition)
+    finally:
+        await reader.stop()
