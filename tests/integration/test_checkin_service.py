@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import operator
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -846,3 +847,28 @@ async def test_projection_rebuilt_from_the_topics_is_what_was_built_live(
     )).json()
     by_id = operator.itemgetter("ticket_id")
     assert sorted(delta["tickets"], key=by_id) == sorted(old["tickets"], key=by_id)
+
+
+@pytest.mark.parametrize("page", ["/scan", "/dashboard"])
+async def test_pages_forbid_inline_script_framing_and_sniffing(checkin: Checkin, page: str) -> None:
+    reply = await checkin.http.get(page)
+    assert reply.status_code == 200 and reply.headers["content-type"].startswith("text/html")
+    policy = dict(
+        part.strip().split(" ", 1) for part in reply.headers["content-security-policy"].split(";") if part.strip()
+    )
+    assert policy["script-src"] == "'self'" and policy["style-src"] == "'self'"
+    assert policy["frame-ancestors"] == "'none'" and policy["object-src"] == "'none'"
+    assert "unsafe" not in reply.headers["content-security-policy"]
+    assert reply.headers["x-content-type-options"] == "nosniff"
+    assert reply.headers["x-frame-options"] == "DENY"
+    # Nothing the policy would block: every script is a file, no inline handlers or styles.
+    html = reply.text
+    assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html), "inline script"
+    assert not re.search(r"\son[a-z]+\s*=", html), "inline event handler"
+    assert "<style" not in html and not re.search(r"\sstyle\s*=", html)
+
+
+async def test_static_files_are_served_by_name_only(checkin: Checkin) -> None:
+    assert (await checkin.http.get("/static/js/ticketcode.js")).status_code == 200
+    for path in ("/scan/..%2F..%2Fpages.py", "/static/js/..%2Fscan%2Findex.html", "/dashboard/app.py"):
+        assert (await checkin.http.get(path)).status_code == 404, path
