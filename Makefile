@@ -51,10 +51,15 @@ rebuild-checkin: $(STAMP)
 clean:
 	rm -rf $(VENV) var
 
-# The registration surge benchmark; prints JSON and writes bench/results/registration_surge.json.
-# Options through ARGS, e.g. make bench ARGS="--delegates 2000 --runs 3".
+# Every benchmark, each on a stack of its own; JSON per benchmark and bench/results/summary.md.
+# make bench ARGS=--quick for smaller sizes.
 .PHONY: bench
 bench: $(STAMP)
+	$(PY) -m bench.all $(ARGS)
+
+# The registration surge alone; options through ARGS, e.g. make bench-surge ARGS="--delegates 2000 --runs 3".
+.PHONY: bench-surge
+bench-surge: $(STAMP)
 	$(PY) -m bench.registration_surge $(ARGS)
 
 # The door: verdict and scan-to-dashboard latency at 100 scans a second; bench/results/scan_latency.json.
