@@ -387,3 +387,18 @@ def test_spent_places_become_one_conditional_increment() -> None:
     }
     assert floors == {"places_left": 2, "ticket_left.speaker": 1, "session_left.w1": 1}
     assert before.places_left == 2, "the copy is untouched"
+
+
+@pytest.mark.parametrize("zone", ["Europe", "Europe/Londn", "GMT+25", "", "../etc/passwd"])
+def test_an_event_needs_a_time_zone_that_exists(zone: str) -> None:
+    spec = {
+        "slug": "leadership-symposium",
+        "title": "Education Leadership in Challenging Times",
+        "venue": "Centre for Educational Leadership, Liverpool",
+        "starts_at": "2027-03-12T09:30:00+00:00",
+        "ends_at": "2027-03-12T16:00:00+00:00",
+        "capacity": 120,
+    }
+    assert domain.EventCreate.model_validate({**spec, "timezone": "Europe/London"}).timezone == "Europe/London"
+    with pytest.raises(ValidationError, match="time zone"):
+        domain.EventCreate.model_validate({**spec, "timezone": zone})

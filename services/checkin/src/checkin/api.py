@@ -19,7 +19,7 @@ from plenary_kit.auth import bearer, hash_token, is_admin
 from plenary_kit.errors import ApiError
 from plenary_kit.mongo import Document
 from plenary_kit.ratelimit import RateLimit, client_address
-from plenary_kit.web import AdminTokenDep, Authorization
+from plenary_kit.web import MAX_STORED_INT, AdminTokenDep, Authorization
 
 # Comments sent on an idle stream, so proxies and phones keep the connection open.
 STREAM_KEEP_ALIVE_SECONDS = 15.0
@@ -176,7 +176,7 @@ async def attendance_stream(event_id: str, live: LiveDep) -> StreamingResponse:
 
 @router.get("/events/{event_id}/snapshot")
 async def snapshot(
-    event_id: str, snapshots: SnapshotsDep, _: ScannerDep, since: Annotated[int, Query(ge=0)] = 0
+    event_id: str, snapshots: SnapshotsDep, _: ScannerDep, since: Annotated[int, Query(ge=0, le=MAX_STORED_INT)] = 0
 ) -> dict[str, Any]:
     """Everything a door device needs offline, whole (since=0) or as the changes since its version."""
     return await snapshots.snapshot(event_id, since)

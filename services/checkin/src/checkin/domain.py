@@ -10,9 +10,10 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Final
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from plenary_kit import events, ticketcode
+from plenary_kit.dates import Instant
 from plenary_kit.errors import ApiError
 from plenary_kit.ticketcode import MalformedCode, TicketCode
 
@@ -59,7 +60,7 @@ class ScanRequest(BaseModel):
     gate: Gate
     direction: Direction
     nonce: str = Field(min_length=8, max_length=100)
-    scanned_at: AwareDatetime | None = None
+    scanned_at: Instant | None = None
     offline: bool = False
     # What a device showed for a scan it decided offline; "admitted" (assumed when absent) means the
     # holder went in, so finding them already inside is a double entry to raise with the organiser.

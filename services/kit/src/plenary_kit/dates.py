@@ -2,15 +2,50 @@
 
 from __future__ import annotations
 
-from datetime import datetime, tzinfo
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from datetime import UTC, datetime, tzinfo
+from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from pydantic import AfterValidator, AwareDatetime, StringConstraints
+
+# Times a client sends must stay inside Python's calendar (years 1 to 9999) when stored in UTC,
+# shown in any time zone or moved by the days of a reminder or an offer; this range leaves room.
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def _within_range(value: datetime) -> datetime:
+    try:
+        in_utc = value.astimezone(UTC)
+    except OverflowError:
+        in_utc = None
+    if in_utc is None or not EARLIEST <= in_utc < LATEST:
+        raise ValueError(f"must be between {EARLIEST.year} and {LATEST.year}")
+    return value
+
+
+# An aware date and time from outside (an API body), refused as invalid when out of range.
+Instant = Annotated[AwareDatetime, AfterValidator(_within_range)]
+
+_ZONES = frozenset(available_timezones())
+
+
+def _known_zone(name: str) -> str:
+    if name not in _ZONES:
+        raise ValueError("must be a time zone name such as Europe/London")
+    return name
+
+
+# A time zone an organiser gives an event: one of the IANA names this machine knows.
+TimeZoneName = Annotated[str, StringConstraints(strip_whitespace=True, max_length=64), AfterValidator(_known_zone)]
 
 
 def zone(name: str) -> tzinfo:
     """The named time zone; UTC for a name this machine does not know, rather than no date at all."""
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    # A folder of the zone database ("Europe") or an over-long name fails as OSError, not as not found.
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         return ZoneInfo("UTC")
 
 

@@ -23,6 +23,8 @@ from plenary_kit.runtime import Runtime
 log = get_logger(__name__)
 
 CORRELATION_HEADER = "X-Correlation-ID"
+# MongoDB integers are at most 8 bytes: a larger number from a client must be a 422, not reach a query.
+MAX_STORED_INT = 2**63 - 1
 
 _HTTP_CODES = {
     400: "bad_request",

@@ -10,7 +10,6 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -21,6 +20,7 @@ from pydantic import (
 )
 
 from plenary_kit import events
+from plenary_kit.dates import Instant, TimeZoneName
 from plenary_kit.errors import ApiError
 
 PRIVACY_NOTICE_VERSION = "2026-09"
@@ -137,16 +137,16 @@ class TicketTypeSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     code: Code
     name: Text
-    capacity: int | None = Field(default=None, ge=0)
+    capacity: int | None = Field(default=None, ge=0, le=1_000_000)
 
 
 class SessionSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     code: Code
     title: Text
-    starts_at: AwareDatetime
-    ends_at: AwareDatetime
-    capacity: int = Field(ge=0)
+    starts_at: Instant
+    ends_at: Instant
+    capacity: int = Field(ge=0, le=1_000_000)
 
     @model_validator(mode="after")
     def _in_order(self) -> SessionSpec:
@@ -175,16 +175,16 @@ class EventCreate(BaseModel):
     slug: Slug
     title: Text
     venue: Text
-    starts_at: AwareDatetime
-    ends_at: AwareDatetime
-    timezone: Text
+    starts_at: Instant
+    ends_at: Instant
+    timezone: TimeZoneName
     capacity: int = Field(ge=0, le=1_000_000)
     ticket_types: list[TicketTypeSpec] = Field(
         default_factory=lambda: [TicketTypeSpec(code="delegate", name="Delegate")], min_length=1, max_length=20
     )
     sessions: list[SessionSpec] = Field(default_factory=list, max_length=100)
-    registration_opens_at: AwareDatetime | None = None
-    registration_closes_at: AwareDatetime | None = None
+    registration_opens_at: Instant | None = None
+    registration_closes_at: Instant | None = None
     organiser_contact: EmailStr | None = None
     offer_window_hours: OfferWindowHours | None = None
     questions: list[QuestionSpec] = Field(default_factory=list, max_length=50)
@@ -204,7 +204,7 @@ class TicketTypeChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
     code: Code
     name: Text | None = None
-    capacity: int | None = Field(default=None, ge=0)
+    capacity: int | None = Field(default=None, ge=0, le=1_000_000)
 
 
 class SessionChange(BaseModel):
@@ -213,9 +213,9 @@ class SessionChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
     code: Code
     title: Text | None = None
-    starts_at: AwareDatetime | None = None
-    ends_at: AwareDatetime | None = None
-    capacity: int | None = Field(default=None, ge=0)
+    starts_at: Instant | None = None
+    ends_at: Instant | None = None
+    capacity: int | None = Field(default=None, ge=0, le=1_000_000)
 
 
 def _refuse_nulls(model: BaseModel, names: tuple[str, ...]) -> None:
@@ -230,12 +230,12 @@ class EventUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     title: Text | None = None
     venue: Text | None = None
-    starts_at: AwareDatetime | None = None
-    ends_at: AwareDatetime | None = None
-    timezone: Text | None = None
+    starts_at: Instant | None = None
+    ends_at: Instant | None = None
+    timezone: TimeZoneName | None = None
     capacity: int | None = Field(default=None, ge=0, le=1_000_000)
-    registration_opens_at: AwareDatetime | None = None
-    registration_closes_at: AwareDatetime | None = None
+    registration_opens_at: Instant | None = None
+    registration_closes_at: Instant | None = None
     organiser_contact: EmailStr | None = None
     offer_window_hours: OfferWindowHours | None = None
     questions: list[QuestionSpec] | None = Field(default=None, max_length=50)

@@ -193,7 +193,8 @@ def check_form_token(key: bytes, purpose: str, token: str, now: datetime) -> str
     nonce, _, mac = rest.partition(".")
     if not (issued.isdigit() and nonce and mac):
         return None
-    if not hmac.compare_digest(mac, _mac(key, purpose, issued, nonce)):
+    # Bytes: compare_digest raises on a str holding anything but ASCII, and the token is what was posted.
+    if not hmac.compare_digest(mac.encode(), _mac(key, purpose, issued, nonce).encode()):
         return None
     age = now - datetime.fromtimestamp(int(issued), UTC)
     if age > FORM_TOKEN_LIFETIME or age < -timedelta(minutes=5):

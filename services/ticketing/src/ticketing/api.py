@@ -12,7 +12,14 @@ from plenary_kit import qr
 from plenary_kit.auth import hash_token, is_admin
 from plenary_kit.errors import ApiError
 from plenary_kit.mongo import Document
-from plenary_kit.web import AdminTokenDep, Authorization, ManageToken, OrganiserDep, correlation_id
+from plenary_kit.web import (
+    MAX_STORED_INT,
+    AdminTokenDep,
+    Authorization,
+    ManageToken,
+    OrganiserDep,
+    correlation_id,
+)
 from ticketing import domain, printable
 from ticketing.handlers import Tickets
 from ticketing.store import Store
@@ -212,7 +219,10 @@ async def rotate_key(event_id: str, tickets: TicketsDep) -> dict[str, Any]:
     }
 
 
-Since = Annotated[int, Query(ge=0, description="the version the device already holds; 0 for the whole list")]
+Since = Annotated[
+    int,
+    Query(ge=0, le=MAX_STORED_INT, description="the version the device already holds; 0 for the whole list"),
+]
 Limit = Annotated[int, Query(ge=1, le=domain.MAX_REVOCATIONS_PAGE, description="revocations per page")]
 
 
