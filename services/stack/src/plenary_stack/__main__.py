@@ -79,6 +79,8 @@ def _announce(stack: EmbeddedStack, event: dict[str, Any]) -> None:
         f"  Organiser token: {token_source}",
         f"  Demo event:      {config.url('registration')}/api/v1/events/{event['id']}",
         f"  Register here:   {config.url('registration')}/events/{event['slug']}",
+        f"  Live dashboard:  {config.url('checkin')}/dashboard?event={event['id']}",
+        f"  Door app:        {config.url('checkin')}/scan  (enrol a phone from the dashboard)",
         "",
         "Press Ctrl-C to stop.",
     ]
