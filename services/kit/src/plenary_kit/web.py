@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pymongo.errors import ConnectionFailure
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from plenary_kit import metrics
@@ -75,6 +76,17 @@ def install(app: FastAPI, service: str, ready_checks: Callable[[], Awaitable[dic
         code = _HTTP_CODES.get(exc.status_code, "error")
         return JSONResponse(
             {"code": code, "message": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(ConnectionFailure)
+    async def database_unavailable(_: Request, exc: ConnectionFailure) -> JSONResponse:
+        # Most likely nothing was done; either way the same request again is safe: an Idempotency-Key
+        # gets the first answer back, and a registration once made answers already_registered.
+        log.warning("database_unavailable", error=type(exc).__name__)
+        return JSONResponse(
+            {"code": "service_unavailable", "message": "We cannot reach our database just now; please try again."},
+            status_code=503,
+            headers={"Retry-After": "2"},
         )
 
     @app.exception_handler(Exception)
