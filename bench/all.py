@@ -40,7 +40,8 @@ def _surge(report: dict[str, Any]) -> list[tuple[str, Any, str]]:
          ">= 6,000"),
         ("registration latency p50 / p99 (ms)", f"{median['latency_ms']['p50']} / {median['latency_ms']['p99']}",
          "p99 < 300"),
-        ("oversold", median["oversold"], "0"),
+        ("oversold (in the replies / in the organiser's list)",
+         f"{median['oversold']['from_replies']} / {median['oversold']['from_organiser_list']}", "0"),
         ("seconds until every confirmed delegate had a ticket", median["tickets"]["seconds_until_all_issued"], ""),
     ]
 
