@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 import schemathesis
 from fastapi import APIRouter, FastAPI
 from hypothesis import HealthCheck, settings
@@ -142,3 +143,43 @@ def openapi_schema(document: dict[str, Any], max_examples: int, *, coverage: boo
         return st.sampled_from(variants)
 
     return schema
+
+
+def service_tests(service: str, router: APIRouter) -> dict[str, Any]:
+    """One service's fuzz tests and their `app` fixture, for the service's module to take into its namespace.
+
+    Schemathesis parametrises a test from a schema known when the module is imported, so each service
+    keeps a module of its own; what the tests do is the same for all four and lives here.
+    """
+    document = openapi_document(router, f"Plenary {service}")
+    as_organiser = openapi_schema(document, ORGANISER_EXAMPLES, coverage=True).exclude(path_regex=STREAMS)
+    # Without the organiser's token every operation answers 401 whatever else is sent: a few examples do.
+    anonymously = openapi_schema(document, ANONYMOUS_EXAMPLES, coverage=False)
+
+    @pytest.fixture
+    def app(new_app: Callable[[str], FastAPI], seeded: Seeded) -> FastAPI:
+        return new_app(service)
+
+    def test_the_fuzzed_document_is_the_one_the_app_serves(new_app: Callable[[str], FastAPI]) -> None:
+        assert new_app(service).openapi() == document
+
+    @as_organiser.parametrize()
+    @FUZZING
+    def test_organiser_requests_never_break_the_service(case: schemathesis.Case, app: FastAPI) -> None:
+        case.call_and_validate(app=app, headers=ORGANISER, checks=CHECKS)
+
+    @anonymously.parametrize()
+    @FUZZING
+    def test_requests_without_the_organiser_token_are_refused_in_the_error_shape(
+        case: schemathesis.Case, app: FastAPI
+    ) -> None:
+        case.call_and_validate(app=app, checks=CHECKS)
+
+    return {
+        "app": app,
+        "test_the_fuzzed_document_is_the_one_the_app_serves": test_the_fuzzed_document_is_the_one_the_app_serves,
+        "test_organiser_requests_never_break_the_service": test_organiser_requests_never_break_the_service,
+        "test_requests_without_the_organiser_token_are_refused_in_the_error_shape": (
+            test_requests_without_the_organiser_token_are_refused_in_the_error_shape
+        ),
+    }
