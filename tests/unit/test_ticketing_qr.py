@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import io
 import re
+import string
 
 import cv2
 import numpy as np
 import pytest
+import qrcode
+import qrcode.constants
 import zxingcpp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from plenary_kit import qr, testvectors
@@ -54,3 +59,39 @@ def test_a_link_keeps_its_case() -> None:
     link = "https://plenary.example.org/scan#enrol=Kq9_xZ-3mPdw7TyYb2cVhA"
     image = Image.open(io.BytesIO(qr.png(link, 4)))
     assert [barcode.text for barcode in zxingcpp.read_barcodes(image, formats=zxingcpp.BarcodeFormat.QRCode)] == [link]
+
+
+def _library_symbol(text: str) -> qrcode.QRCode:
+    """The symbol as `qrcode` makes it on its own: its best fit and its choice of mask."""
+    symbol = qrcode.QRCode(error_correction=qrcode.constants.ERROR_CORRECT_M, box_size=1, border=4)
+    symbol.add_data(text, optimize=0)
+    symbol.make(fit=True)
+    return symbol
+
+
+CODE_ALPHABET = string.ascii_uppercase + "234567"
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.one_of(
+        st.text(CODE_ALPHABET, min_size=1, max_size=170),
+        st.text(string.ascii_letters + string.digits + ":/#=_-.", min_size=1, max_size=120),
+    )
+)
+def test_the_symbol_is_the_one_the_library_would_choose(text: str) -> None:
+    assert qr.modules(text) == [list(row) for row in _library_symbol(text).get_matrix()]
+
+
+@pytest.mark.parametrize("box_size", [1, 2, 3, 8])
+def test_the_png_has_the_pixels_the_library_would_draw(box_size: int) -> None:
+    code = max((v["code"] for v in VALID), key=len)
+    library = _library_symbol(code)
+    library.box_size = box_size
+    drawn = io.BytesIO()
+    library.make_image().save(drawn, format="PNG")
+
+    ours, theirs = Image.open(io.BytesIO(qr.png(code, box_size))), Image.open(drawn)
+
+    assert ours.size == theirs.size
+    assert ours.convert("L").tobytes() == theirs.convert("L").tobytes()
