@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from prometheus_client import REGISTRY
 from pymongo.asynchronous.database import AsyncDatabase
 
 from plenary_kit import events, topics
-from plenary_kit.consumer import Consumer
+from plenary_kit.consumer import Batched, Consumer
 from plenary_kit.envelope import Envelope
 from plenary_kit.kafka import Publisher
 from plenary_kit.mongo import Document, Session, connect, in_transaction
@@ -209,3 +209,90 @@ async def test_poison_and_malformed_events_go_to_the_dead_letter_topic_and_the_l
         await publisher.stop()
         await client.close()
 
+
+
+def _record(envelope: Envelope, offset: int) -> ConsumerRecord[bytes, bytes]:
+    value = envelope.to_bytes()
+    return ConsumerRecord(
+        topic=topics.REGISTRATION, partition=0, offset=offset, timestamp=0, timestamp_type=0,
+        key=envelope.subject.encode(), value=value, checksum=None, serialized_key_size=0,
+        serialized_value_size=len(value), headers=(),
+    )
+
+
+def _erased(registration_id: str) -> Envelope:
+    data = events.RegistrationErased(registration_id=registration_id, event_id=SUMMARY.id)
+    return Envelope.new(data, source="registration", subject=registration_id, correlation_id=str(uuid.uuid4()))
+
+
+async def test_a_batched_handler_gets_each_run_of_its_events_together_in_order(kit: tuple[EmbeddedStack, str]) -> None:
+    stack, db_name = kit
+    client = connect(stack.config.mongo)
+    db = client[db_name]
+    publisher = Publisher(stack.config.bootstrap)
+    calls: list[list[str]] = []
+
+    async def cancel_many(items: list[tuple[Envelope, events.EventData]], session: Session) -> None:
+        calls.append([envelope.subject for envelope, _ in items])
+        await db["applied"].insert_many([{"_id": envelope.subject} for envelope, _ in items], session=session)
+
+    async def erase(envelope: Envelope, data: events.EventData, session: Session) -> None:
+        calls.append([f"erased {envelope.subject}"])
+        await db["applied"].insert_one({"_id": f"erased {envelope.subject}"}, session=session)
+
+    consumer = Consumer(
+        f"runs-{uuid.uuid4().hex[:6]}", {"registration.cancelled": Batched(cancel_many), "registration.erased": erase},
+        client=client, db=db, publisher=publisher, bootstrap_servers=stack.config.bootstrap,
+    )
+    await consumer.prepare()
+    first, second = [cancelled_event() for _ in range(3)], [cancelled_event() for _ in range(2)]
+    between = _erased(first[0].subject)
+    try:
+        await consumer.handle_records([_record(e, n) for n, e in enumerate([*first, between, *second])])
+        # Delivered again, nothing is applied twice.
+        await consumer.handle_records([_record(e, n) for n, e in enumerate([*first, between, *second])])
+
+        assert calls == [
+            [e.subject for e in first],
+            [f"erased {between.subject}"],
+            [e.subject for e in second],
+        ]
+        assert await db["applied"].count_documents({}) == 6
+    finally:
+        await publisher.stop()
+        await client.close()
+
+
+async def test_a_failing_run_is_applied_event_by_event_so_only_the_poison_is_set_aside(
+    kit: tuple[EmbeddedStack, str],
+) -> None:
+    stack, db_name = kit
+    client = connect(stack.config.mongo)
+    db = client[db_name]
+    publisher = Publisher(stack.config.bootstrap)
+    crowd = [cancelled_event() for _ in range(4)]
+    poison = crowd[2].subject
+    sizes: list[int] = []
+
+    async def cancel_many(items: list[tuple[Envelope, events.EventData]], session: Session) -> None:
+        sizes.append(len(items))
+        if any(envelope.subject == poison for envelope, _ in items):
+            raise ValueError("cannot handle this delegate")
+        await db["applied"].insert_many([{"_id": envelope.subject} for envelope, _ in items], session=session)
+
+    consumer = Consumer(
+        f"split-{uuid.uuid4().hex[:6]}", {"registration.cancelled": Batched(cancel_many)}, client=client, db=db,
+        publisher=publisher, bootstrap_servers=stack.config.bootstrap, max_attempts=2, retry_base_seconds=0.01,
+    )
+    await consumer.prepare()
+    try:
+        await consumer.handle_records([_record(e, n) for n, e in enumerate(crowd)])
+
+        applied = {row["_id"] async for row in db["applied"].find({})}
+        assert applied == {e.subject for e in crowd} - {poison}
+        # The run of four, then each on its own: the poison has used one of its two attempts in the run.
+        assert sizes == [4, 1, 1, 1, 1]
+        assert await db["processed_events"].count_documents({"_id": f"{consumer.name}:{crowd[2].id}"}) == 0
+    finally:
+        await publisher.stop()
+        await client.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -13,7 +13,7 @@ from checkin.domain import CheckinRefused
 from checkin.store import LAST_SEEN_RESOLUTION, Store
 from plenary_kit import events
 from plenary_kit.auth import hash_token, new_token
-from plenary_kit.consumer import Handler
+from plenary_kit.consumer import Batched, Handler
 from plenary_kit.envelope import Envelope
 from plenary_kit.logs import get_logger
 from plenary_kit.mongo import Document, Session
@@ -42,33 +42,44 @@ class Projection:
         self._store = store
 
     def handlers(self) -> dict[str, Handler]:
+        # One handler for both, so a run of confirmations and promotions is saved together.
+        confirmed = Batched(self.confirmed_many)
         return {
-            "ticket.issued": self.ticket_issued,
+            "ticket.issued": Batched(self.tickets_issued),
             "ticket.revoked": self.ticket_revoked,
-            "registration.confirmed": self.registration_confirmed,
-            "registration.promoted": self.registration_confirmed,
+            "registration.confirmed": confirmed,
+            "registration.promoted": confirmed,
             "registration.updated": self.registration_updated,
             "registration.cancelled": self.registration_cancelled,
             "registration.erased": self.registration_erased,
         }
 
     async def ticket_issued(self, envelope: Envelope, data: events.EventData, session: Session) -> None:
-        issued = _expect(data, events.TicketIssued)
-        public_key = domain.public_key_bytes(issued.public_key, issued.key_id)
-        await self._store.save_key(issued.event_id, issued.key_id, public_key, session)
-        await self._store.save_ticket(
-            issued.ticket_id,
+        await self.tickets_issued([(envelope, data)], session)
+
+    async def tickets_issued(self, items: list[tuple[Envelope, events.EventData]], session: Session) -> None:
+        """New tickets and their events' public keys, each in the next snapshot version of its event."""
+        issued = [_expect(data, events.TicketIssued) for _, data in items]
+        keys = {
+            (ticket.event_id, ticket.key_id): domain.public_key_bytes(ticket.public_key, ticket.key_id)
+            for ticket in issued
+        }
+        await self._store.save_keys(keys, session)
+        versions = await self._versions([ticket.event_id for ticket in issued], session)
+        await self._store.save_tickets(
             {
-                "registration_id": issued.registration_id,
-                "event_id": issued.event_id,
-                "ticket_type": issued.ticket_type,
-                "key_id": issued.key_id,
-                "issued_at": issued.issued_at,
+                ticket.ticket_id: {
+                    "registration_id": ticket.registration_id,
+                    "event_id": ticket.event_id,
+                    "ticket_type": ticket.ticket_type,
+                    "key_id": ticket.key_id,
+                    "issued_at": ticket.issued_at,
+                    "version": version,
+                }
+                for ticket, version in zip(issued, versions, strict=True)
             },
             session,
         )
-        version = await self._store.next_version(issued.event_id, session)
-        await self._store.stamp_ticket(issued.ticket_id, version, session)
 
     async def ticket_revoked(self, envelope: Envelope, data: events.EventData, session: Session) -> None:
         revoked = _expect(data, events.TicketRevoked)
@@ -86,14 +97,20 @@ class Projection:
         await self._store.stamp_ticket(revoked.ticket_id, version, session)
 
     async def registration_confirmed(self, envelope: Envelope, data: events.EventData, session: Session) -> None:
-        if not isinstance(data, events.RegistrationConfirmed | events.RegistrationPromoted):
-            raise TypeError(f"expected a confirmed or promoted registration, got {type(data).__name__}")
-        await self._save_confirmed(envelope, data, session)
+        await self.confirmed_many([(envelope, data)], session)
+
+    async def confirmed_many(self, items: list[tuple[Envelope, events.EventData]], session: Session) -> None:
+        confirmed: list[tuple[Envelope, events.RegistrationConfirmed | events.RegistrationPromoted]] = []
+        for envelope, data in items:
+            if not isinstance(data, events.RegistrationConfirmed | events.RegistrationPromoted):
+                raise TypeError(f"expected a confirmed or promoted registration, got {type(data).__name__}")
+            confirmed.append((envelope, data))
+        await self._save_confirmed(confirmed, session)
 
     async def registration_updated(self, envelope: Envelope, data: events.EventData, session: Session) -> None:
         updated = _expect(data, events.RegistrationUpdated)
         if updated.status == "confirmed":
-            await self._save_confirmed(envelope, updated, session)
+            await self._save_confirmed([(envelope, updated)], session)
             return
         # Waiting delegates cannot be admitted, so the projection holds them only if it already did.
         erased = await self._store.is_erased(updated.registration_id, session)
@@ -136,32 +153,48 @@ class Projection:
 
     async def _save_confirmed(
         self,
-        envelope: Envelope,
-        data: events.RegistrationConfirmed | events.RegistrationPromoted | events.RegistrationUpdated,
+        items: Sequence[
+            tuple[Envelope, events.RegistrationConfirmed | events.RegistrationPromoted | events.RegistrationUpdated]
+        ],
         session: Session,
     ) -> None:
-        erased = await self._store.is_erased(data.registration_id, session)
-        await self._store.save_event(_event_document(data.event), session)
-        await self._store.save_registration(
-            data.registration_id,
+        """Delegates who may be admitted: their details, each in the next snapshot version, counted once."""
+        erased = await self._store.erased_among([data.registration_id for _, data in items], session)
+        for event in {data.event.id: data.event for _, data in items}.values():
+            await self._store.save_event(_event_document(event), session)
+        versions = await self._versions([data.event.id for _, data in items], session)
+        await self._store.save_registrations(
             {
-                **domain.delegate_fields(data.delegate, erased),
-                "event_id": data.event.id,
-                "ticket_type": data.ticket_type,
-                "sessions": data.sessions,
-                "updated_at": envelope.time,
+                data.registration_id: {
+                    **domain.delegate_fields(data.delegate, data.registration_id in erased),
+                    "event_id": data.event.id,
+                    "ticket_type": data.ticket_type,
+                    "sessions": data.sessions,
+                    "updated_at": envelope.time,
+                    "version": version,
+                }
+                for (envelope, data), version in zip(items, versions, strict=True)
             },
             session,
         )
-        await self._changed(data.registration_id, data.event.id, session)
-        if await self._store.start_counting(data.registration_id, session):
-            await self._store.bump(data.event.id, {("registered", ""): 1}, session)
+        for event_id in dict.fromkeys(data.event.id for _, data in items):
+            of_event = [data.registration_id for _, data in items if data.event.id == event_id]
+            counted = await self._store.start_counting(of_event, session)
+            if counted:
+                await self._store.bump(event_id, {("registered", ""): counted}, session)
+
+    async def _versions(self, event_ids: list[str], session: Session) -> list[int]:
+        """The next snapshot version of its event for each change, in the order given."""
+        taken = {
+            event_id: iter(await self._store.next_versions(event_id, event_ids.count(event_id), session))
+            for event_id in dict.fromkeys(event_ids)
+        }
+        return [next(taken[event_id]) for event_id in event_ids]
 
     async def _changed(self, registration_id: str, event_id: str, session: Session) -> None:
         """Mark the registration as changed in the event's next snapshot version, for devices' delta sync."""
         version = await self._store.next_version(event_id, session)
         await self._store.stamp_registration(registration_id, version, session)
-
 
 def _event_document(event: events.EventSummary) -> Document:
     """What the door app shows of the event, and the workshops its rooms can check."""

@@ -63,11 +63,17 @@ class Store:
     async def next_version(self, event_id: str, session: Session) -> int:
         """The event's next snapshot version. Taken in the writing transaction, whose conflicts on this
         one document make versions commit in order: a device that has seen N never misses one below N."""
+        [version] = await self.next_versions(event_id, 1, session)
+        return version
+
+    async def next_versions(self, event_id: str, count: int, session: Session) -> range:
+        """The event's next `count` snapshot versions, taken together as `next_version` takes one."""
         found = await self.versions.find_one_and_update(
-            {"_id": event_id}, {"$inc": {"n": 1}}, upsert=True, return_document=ReturnDocument.AFTER, session=session
+            {"_id": event_id}, {"$inc": {"n": count}}, upsert=True, return_document=ReturnDocument.AFTER,
+            session=session,
         )
         assert found is not None  # upserted
-        return int(found["n"])
+        return range(int(found["n"]) - count + 1, int(found["n"]) + 1)
 
     async def version(self, event_id: str) -> int:
         found = await self.versions.find_one({"_id": event_id})
@@ -107,29 +113,48 @@ class Store:
     async def tickets_of(self, registration_ids: list[str]) -> list[Document]:
         return await self.tickets.find({"registration_id": {"$in": registration_ids}}).to_list(None)
 
-    async def save_key(self, event_id: str, key_id: str, public_key: bytes, session: Session) -> None:
-        await self.keys.update_one(
-            {"_id": f"{event_id}:{key_id}"},
-            {"$setOnInsert": {"event_id": event_id, "key_id": key_id, "public_key": public_key}},
-            upsert=True,
-            session=session,
-        )
-
     async def public_key(self, event_id: str, key_id: str) -> bytes | None:
         key = await self.keys.find_one({"_id": f"{event_id}:{key_id}"})
         return bytes(key["public_key"]) if key else None
 
+    async def save_keys(self, keys: dict[tuple[str, str], bytes], session: Session) -> None:
+        """Public keys by (event id, key id), each kept as first seen."""
+        await self.keys.bulk_write(
+            [
+                UpdateOne(
+                    {"_id": f"{event_id}:{key_id}"},
+                    {"$setOnInsert": {"event_id": event_id, "key_id": key_id, "public_key": public_key}},
+                    upsert=True,
+                )
+                for (event_id, key_id), public_key in keys.items()
+            ],
+            ordered=True,
+            session=session,
+        )
+
     async def save_ticket(self, ticket_id: str, fields: Document, session: Session) -> None:
-        await self.tickets.update_one({"_id": ticket_id}, {"$set": fields}, upsert=True, session=session)
+        await self.save_tickets({ticket_id: fields}, session)
+
+    async def save_tickets(self, tickets: dict[str, Document], session: Session) -> None:
+        await self.tickets.bulk_write(
+            [UpdateOne({"_id": key}, {"$set": fields}, upsert=True) for key, fields in tickets.items()],
+            ordered=True,
+            session=session,
+        )
 
     async def tickets_by_id(self, ticket_ids: list[str], session: Session) -> dict[str, Document]:
         return await _by_id(self.tickets, ticket_ids, session)
 
     async def save_registration(self, registration_id: str, fields: Document, session: Session) -> None:
-        await self.registrations.update_one(
-            {"_id": registration_id},
-            {"$set": fields, "$setOnInsert": {"counted": False}},
-            upsert=True,
+        await self.save_registrations({registration_id: fields}, session)
+
+    async def save_registrations(self, registrations: dict[str, Document], session: Session) -> None:
+        await self.registrations.bulk_write(
+            [
+                UpdateOne({"_id": key}, {"$set": fields, "$setOnInsert": {"counted": False}}, upsert=True)
+                for key, fields in registrations.items()
+            ],
+            ordered=True,
             session=session,
         )
 
@@ -141,10 +166,13 @@ class Store:
         return await _by_id(self.registrations, registration_ids, session)
 
     async def is_erased(self, registration_id: str, session: Session) -> bool:
-        found = await self.registrations.find_one(
-            {"_id": registration_id, "erased_at": {"$ne": None}}, projection={"_id": 1}, session=session
+        return bool(await self.erased_among([registration_id], session))
+
+    async def erased_among(self, registration_ids: list[str], session: Session) -> set[str]:
+        cursor = self.registrations.find(
+            {"_id": {"$in": registration_ids}, "erased_at": {"$ne": None}}, projection={"_id": 1}, session=session
         )
-        return found is not None
+        return {row["_id"] async for row in cursor}
 
     async def erase_registration(self, registration_id: str, event_id: str, at: datetime, session: Session) -> None:
         """Anonymise the delegate; whether and how they are counted stays as it was."""
@@ -169,14 +197,14 @@ class Store:
                 session=session,
             )
 
-    async def start_counting(self, registration_id: str, session: Session) -> bool:
-        """Mark a live registration as counted; True only the one time it becomes so."""
-        result = await self.registrations.update_one(
-            {"_id": registration_id, "counted": False, "cancelled_at": None},
+    async def start_counting(self, registration_ids: list[str], session: Session) -> int:
+        """Mark live registrations as counted; returns how many became so now (each only ever once)."""
+        result = await self.registrations.update_many(
+            {"_id": {"$in": registration_ids}, "counted": False, "cancelled_at": None},
             {"$set": {"counted": True}},
             session=session,
         )
-        return result.modified_count == 1
+        return result.modified_count
 
     async def stop_counting(self, registration_id: str, session: Session) -> bool:
         result = await self.registrations.update_one(

@@ -36,6 +36,7 @@ log = get_logger(__name__)
 PROCESSED = "processed_events"
 
 Handler = Callable[[Envelope, EventData, Session], Awaitable[None]]
+BatchHandler = Callable[[list[tuple[Envelope, EventData]], Session], Awaitable[None]]
 
 # The most events one transaction applies. A lagging consumer catches up in batches: the
 # processed-events check, the markers and the commit are paid once per batch, not once per event.
@@ -43,6 +44,28 @@ BATCH = 50
 
 # Failures of the infrastructure, not of the event: wait them out rather than dead-letter.
 _OUTAGES = (ConnectionFailure, ServerSelectionTimeoutError, NetworkTimeout, ExecutionTimeout, WTimeoutError)
+
+
+@dataclass(frozen=True, eq=False)
+class Batched:
+    """A handler that can also apply a run of consecutive events in one go, in their order.
+
+    Subscribed under one or more event types, it gets each run of consecutive events of those
+    types in a batch (see BATCH) as one call, so its reads and writes can be one request per run
+    rather than one per event. Alone (a retry, a batch of one) an event is a run of one.
+    """
+
+    many: BatchHandler
+
+    async def __call__(self, envelope: Envelope, data: EventData, session: Session) -> None:
+        await self.many([(envelope, data)], session)
+
+
+def event_context(envelope: Envelope) -> AbstractContextManager[None]:
+    """Log lines written while handling `envelope` carry its correlation and causation ids."""
+    return structlog.contextvars.bound_contextvars(
+        correlation_id=envelope.correlationid, causation_id=envelope.id, event_type=envelope.type
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -55,6 +78,18 @@ class _Pending:
 
     def marker(self, consumer: str) -> str:
         return f"{consumer}:{self.envelope.id}"
+
+
+def _runs(pendings: list[_Pending]) -> list[list[_Pending]]:
+    """Consecutive events for the same Batched handler together; every other event on its own."""
+    runs: list[list[_Pending]] = []
+    for pending in pendings:
+        previous = runs[-1][-1].handler if runs else None
+        if isinstance(pending.handler, Batched) and pending.handler is previous:
+            runs[-1].append(pending)
+        else:
+            runs.append([pending])
+    return runs
 
 
 class Consumer:
@@ -189,12 +224,17 @@ class Consumer:
                 await self._processed.insert_many(
                     [{"_id": marker, "processed_at": now} for marker in fresh], session=session
                 )
-                for pending in fresh.values():
-                    with self._bound(pending.envelope):
+                for run in _runs(list(fresh.values())):
+                    first = run[0]
+                    with self._bound(first.envelope):
                         try:
-                            await pending.handler(pending.envelope, pending.envelope.payload(), session)
+                            if len(run) == 1:
+                                await first.handler(first.envelope, first.envelope.payload(), session)
+                            else:
+                                assert isinstance(first.handler, Batched)
+                                await first.handler.many([(p.envelope, p.envelope.payload()) for p in run], session)
                         except Exception:
-                            failed.append(pending)
+                            failed.extend(run)
                             raise
 
             await in_transaction(self._client, work)

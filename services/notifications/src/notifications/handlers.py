@@ -11,7 +11,7 @@ from notifications import domain
 from notifications.domain import Kind, MessageContent, RegistrationStatus, Status
 from notifications.store import Store
 from plenary_kit import events, sealing
-from plenary_kit.consumer import Handler
+from plenary_kit.consumer import Batched, Handler, event_context
 from plenary_kit.envelope import Envelope
 from plenary_kit.events import EventData
 from plenary_kit.logs import get_logger
@@ -87,7 +87,7 @@ class Notifications:
 
     def subscriptions(self) -> dict[str, Handler]:
         return {
-            "registration.confirmed": self.registration_confirmed,
+            "registration.confirmed": Batched(self.confirmed_many),
             "registration.waitlisted": self.registration_waitlisted,
             "registration.promoted": self.registration_promoted,
             "registration.offered": self.registration_offered,
@@ -95,15 +95,28 @@ class Notifications:
             "registration.cancelled": self.registration_cancelled,
             "registration.resend_requested": self.resend_requested,
             "registration.erased": self.registration_erased,
-            "ticket.issued": self.ticket_issued,
+            "ticket.issued": Batched(self.issued_many),
         }
 
     async def registration_confirmed(self, envelope: Envelope, data: EventData, session: Session) -> None:
-        confirmed = _expect(data, events.RegistrationConfirmed)
-        facts = {"confirmed_at": envelope.time, **self._due_times(confirmed)}
-        projection = await self._record_snapshot(confirmed, facts, session)
-        if projection is not None:
-            await self._confirm_if_ready(envelope, projection, session)
+        await self.confirmed_many([(envelope, data)], session)
+
+    async def confirmed_many(self, items: list[tuple[Envelope, EventData]], session: Session) -> None:
+        """Confirmed registrations: their facts in one write, the ticket email for any whose ticket is known."""
+        facts: dict[str, Document] = {}
+        causes: dict[str, Envelope] = {}
+        for envelope, data in items:
+            confirmed = _expect(data, events.RegistrationConfirmed)
+            registration_id = confirmed.registration_id
+            extra = {"confirmed_at": envelope.time, **self._due_times(confirmed)}
+            facts[registration_id] = {**facts.get(registration_id, {}), **self._snapshot_facts(confirmed, extra)}
+            causes[registration_id] = envelope
+        known = await self._store.projections(list(facts), session)
+        for registration_id in [key for key in facts if domain.is_erased(known.get(key))]:
+            del facts[registration_id]
+        if facts:
+            recorded = await self._store.record_many(facts, session)
+            await self._confirm_all_ready([(causes[key], recorded[key]) for key in facts], session)
 
     async def registration_waitlisted(self, envelope: Envelope, data: EventData, session: Session) -> None:
         waitlisted = _expect(data, events.RegistrationWaitlisted)
@@ -202,17 +215,22 @@ class Notifications:
         log.info("registration_erased", registration_id=registration_id)
 
     async def ticket_issued(self, envelope: Envelope, data: EventData, session: Session) -> None:
-        issued = _expect(data, events.TicketIssued)
-        projection = await self._store.record_facts(
-            issued.registration_id,
-            {
+        await self.issued_many([(envelope, data)], session)
+
+    async def issued_many(self, items: list[tuple[Envelope, EventData]], session: Session) -> None:
+        """Issued tickets: kept with their registrations in one write, the ticket email for any already confirmed."""
+        facts: dict[str, Document] = {}
+        causes: dict[str, Envelope] = {}
+        for envelope, data in items:
+            issued = _expect(data, events.TicketIssued)
+            facts[issued.registration_id] = {
                 "ticket": {"ticket_id": issued.ticket_id, "code": issued.code, "ticket_type": issued.ticket_type},
                 "ticket_issued_at": issued.issued_at,
                 "updated_at": datetime.now(UTC),
-            },
-            session,
-        )
-        await self._confirm_if_ready(envelope, projection, session)
+            }
+            causes[issued.registration_id] = envelope
+        recorded = await self._store.record_many(facts, session)
+        await self._confirm_all_ready([(causes[key], recorded[key]) for key in facts], session)
 
     async def resend(
         self, message_id: str, request_id: str | None, correlation_id: str, session: Session
@@ -276,11 +294,15 @@ class Notifications:
         registration_id = data.registration_id
         if domain.is_erased(await self._store.projection(registration_id, session)):
             return None
-        facts = {"snapshot": _snapshot(data), **facts, "updated_at": datetime.now(UTC)}
+        return await self._store.record_facts(registration_id, self._snapshot_facts(data, facts), session, unless_known)
+
+    def _snapshot_facts(self, data: Snapshot, facts: Document) -> Document:
+        """The registration as the event shows it, with the manage token sealed into its first event."""
+        recorded = {"snapshot": _snapshot(data), **facts, "updated_at": datetime.now(UTC)}
         token = self._manage_token(data)
         if token is not None:
-            facts["manage_token"] = token
-        return await self._store.record_facts(registration_id, facts, session, unless_known)
+            recorded["manage_token"] = token
+        return recorded
 
     def _manage_token(self, data: Snapshot) -> str | None:
         """The token sealed into a registration's first event, kept for the link in every later email."""
@@ -294,21 +316,38 @@ class Notifications:
             return None
 
     async def _confirm_if_ready(self, envelope: Envelope, projection: Document, session: Session) -> None:
+        await self._confirm_all_ready([(envelope, projection)], session)
+
+    async def _confirm_all_ready(self, caused: list[tuple[Envelope, Document]], session: Session) -> None:
         """Queue the ticket email once both halves are known, from whichever event brought the second."""
-        content = domain.confirmation_content(projection, self._public_url)
-        if content is not None and content.ticket is not None:
-            await self._enqueue(envelope, Kind.CONFIRMATION, content.ticket.ticket_id, content, session)
+        due = []
+        for envelope, projection in caused:
+            content = domain.confirmation_content(projection, self._public_url)
+            if content is not None and content.ticket is not None:
+                due.append((envelope, Kind.CONFIRMATION, content.ticket.ticket_id, content))
+        await self._enqueue_all(due, session)
 
     async def _enqueue(
         self, envelope: Envelope, kind: Kind, version: str, content: MessageContent, session: Session
     ) -> None:
-        message = new_message(envelope.correlationid, envelope.id, kind, version, content, datetime.now(UTC))
-        key = message["_id"]
-        if await self._store.enqueue(message, session):
-            log.info("notification_queued", message_id=key, kind=str(kind))
+        await self._enqueue_all([(envelope, kind, version, content)], session)
+
+    async def _enqueue_all(
+        self, due: list[tuple[Envelope, Kind, str, MessageContent]], session: Session
+    ) -> None:
+        now = datetime.now(UTC)
+        messages = [
+            new_message(envelope.correlationid, envelope.id, kind, version, content, now)
+            for envelope, kind, version, content in due
+        ]
+        queued = await self._store.enqueue_many(messages, session)
+        for (envelope, kind, _, _), message in zip(due, messages, strict=True):
+            with event_context(envelope):
+                key = message["_id"]
+                log.info("notification_queued" if key in queued else "notification_already_queued",
+                         message_id=key, kind=str(kind))
+        if queued:
             self._on_enqueued()
-        else:
-            log.info("notification_already_queued", message_id=key, kind=str(kind))
 
 
 def new_message(

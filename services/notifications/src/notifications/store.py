@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from notifications.domain import DUE_FIELDS, Status
@@ -65,6 +65,23 @@ class Store:
         assert projection is not None
         return projection
 
+    async def record_many(self, facts: dict[str, Document], session: Session) -> dict[str, Document]:
+        """Add facts to several registrations' projections in one request; returns all of each.
+
+        As `record_facts`, one write per projection, so a concurrent transaction writing the same
+        registration conflicts with this one and one of the two retries.
+        """
+        await self.registrations.bulk_write(
+            [UpdateOne({"_id": key}, {"$set": added}, upsert=True) for key, added in facts.items()],
+            ordered=True,
+            session=session,
+        )
+        return await self.projections(list(facts), session)
+
+    async def projections(self, registration_ids: list[str], session: Session | None = None) -> dict[str, Document]:
+        cursor = self.registrations.find({"_id": {"$in": registration_ids}}, session=session)
+        return {row["_id"]: row async for row in cursor}
+
     async def erase(self, registration_id: str, at: datetime, session: Session) -> None:
         """Forget the delegate's name, address and manage token; the registration's other facts stay."""
         await self.registrations.update_one(
@@ -103,10 +120,18 @@ class Store:
 
     async def enqueue(self, message: Document, session: Session) -> bool:
         """Insert the message unless its key exists; an upsert, so a repeat never aborts the transaction."""
-        result = await self.messages.update_one(
-            {"_id": message["_id"]}, {"$setOnInsert": message}, upsert=True, session=session
+        return bool(await self.enqueue_many([message], session))
+
+    async def enqueue_many(self, messages: list[Document], session: Session) -> set[str]:
+        """Insert each message whose key does not exist yet, in one request; returns the keys inserted."""
+        if not messages:
+            return set()
+        result = await self.messages.bulk_write(
+            [UpdateOne({"_id": message["_id"]}, {"$setOnInsert": message}, upsert=True) for message in messages],
+            ordered=True,
+            session=session,
         )
-        return result.upserted_id is not None
+        return {str(key) for key in (result.upserted_ids or {}).values()}
 
     async def due_registrations(self, field: str, now: datetime, limit: int) -> list[Document]:
         """Registrations whose reminder or thank-you (by its due field) has fallen due."""

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pymongo import AsyncMongoClient
 
 from plenary_kit import events
+from plenary_kit.consumer import event_context
 from plenary_kit.envelope import Envelope
 from plenary_kit.events import EventData
 from plenary_kit.logs import get_logger
@@ -54,16 +55,35 @@ class Tickets:
 
     async def issue(self, envelope: Envelope, data: EventData, session: Session) -> None:
         """A confirmed or promoted registration gets exactly one ticket, unless it was cancelled."""
-        if not isinstance(data, events.RegistrationConfirmed | events.RegistrationPromoted):
-            raise TypeError(f"cannot issue a ticket for {envelope.type}")
-        registration_id = data.registration_id
-        await self._store.save_event(domain.printable_event(data.event), envelope.time, session)
-        if await self._store.is_cancelled(registration_id, session):
-            log.info("ticket_not_issued", registration_id=registration_id, why="registration_cancelled")
-            return
-        if await self._store.has_ticket(registration_id, session):
-            return
-        await self._issue(caused_by(envelope), holder_of(data, data.manage_token_hash), session)
+        await self.issue_many([(envelope, data)], session)
+
+    async def issue_many(self, items: list[tuple[Envelope, EventData]], session: Session) -> None:
+        """Each confirmed or promoted registration gets exactly one ticket, unless it was cancelled.
+
+        A run of registrations is issued together: one read of which are cancelled or have a
+        ticket, one insert of the new tickets and one of their events.
+        """
+        confirmed: list[tuple[Envelope, events.RegistrationConfirmed | events.RegistrationPromoted]] = []
+        for envelope, data in items:
+            if not isinstance(data, events.RegistrationConfirmed | events.RegistrationPromoted):
+                raise TypeError(f"cannot issue a ticket for {envelope.type}")
+            confirmed.append((envelope, data))
+        latest = {data.event.id: (envelope.time, data.event) for envelope, data in confirmed}
+        for seen_at, summary in latest.values():
+            await self._store.save_event(domain.printable_event(summary), seen_at, session)
+        registration_ids = [data.registration_id for _, data in confirmed]
+        cancelled = await self._store.cancelled_among(registration_ids, session)
+        ticketed = await self._store.ticketed_among(registration_ids, session)
+        due: list[tuple[Wrap, TicketHolder]] = []
+        for envelope, data in confirmed:
+            registration_id = data.registration_id
+            if registration_id in cancelled:
+                with event_context(envelope):
+                    log.info("ticket_not_issued", registration_id=registration_id, why="registration_cancelled")
+            elif registration_id not in ticketed:
+                ticketed.add(registration_id)
+                due.append((caused_by(envelope), holder_of(data, data.manage_token_hash)))
+        await self._issue(due, session)
 
     async def reissue(self, envelope: Envelope, data: EventData, session: Session) -> None:
         """A changed ticket type or workshop choice replaces the ticket, so the code the door checks is right."""
@@ -139,12 +159,47 @@ class Tickets:
     async def _replace(self, wrap: Wrap, holder: TicketHolder, session: Session) -> Document:
         # Revoked first: the one-valid-ticket index would refuse the new ticket beside the old.
         await self._revoke(wrap, holder.registration_id, RevocationReason.REISSUED, session)
-        return await self._issue(wrap, holder, session)
+        [ticket] = await self._issue([(wrap, holder)], session)
+        return ticket
 
-    async def _issue(self, wrap: Wrap, holder: TicketHolder, session: Session) -> Document:
-        key = await self._signing_key(holder.event_id, session)
-        entitlements = await self._entitlements(holder, session)
-        issued_at = domain.now()
+    async def _issue(self, due: list[tuple[Wrap, TicketHolder]], session: Session) -> list[Document]:
+        """New tickets, signed with each event's active key, and their `ticket.issued` events."""
+        tickets: list[Document] = []
+        issued: list[Envelope] = []
+        for event_id in dict.fromkeys(holder.event_id for _, holder in due):
+            of_event = [(wrap, holder) for wrap, holder in due if holder.event_id == event_id]
+            key = await self._signing_key(event_id, session)
+            entitlements = await self._entitlements(event_id, [holder for _, holder in of_event], session)
+            for (wrap, holder), granted in zip(of_event, entitlements, strict=True):
+                ticket = self._new_ticket(key, holder, granted)
+                tickets.append(ticket)
+                data = events.TicketIssued(
+                    ticket_id=ticket["_id"],
+                    registration_id=holder.registration_id,
+                    event_id=event_id,
+                    ticket_type=holder.ticket_type,
+                    code=ticket["code"],
+                    key_id=key.key_id,
+                    public_key=key.public_key_text,
+                    issued_at=ticket["issued_at"],
+                )
+                issued.append(wrap(data, holder.registration_id))
+        if not tickets:
+            return []
+        await self._store.insert_tickets(tickets, session)
+        await self._outbox.add(session, *issued)
+        for ticket, envelope in zip(tickets, issued, strict=True):
+            with event_context(envelope):
+                log.info(
+                    "ticket_issued",
+                    ticket_id=ticket["_id"],
+                    registration_id=ticket["registration_id"],
+                    event_id=ticket["event_id"],
+                )
+        return tickets
+
+    @staticmethod
+    def _new_ticket(key: SigningKey, holder: TicketHolder, entitlements: list[int]) -> Document:
         ticket_id = str(uuid.uuid4())
         ticket: Document = {
             "_id": ticket_id,
@@ -157,37 +212,25 @@ class Tickets:
             "key_id": key.key_id,
             "status": TicketStatus.VALID,
             "manage_token_hash": holder.manage_token_hash,
-            "issued_at": issued_at,
+            "issued_at": domain.now(),
         }
         if holder.name is not None:
             ticket["holder_name"] = holder.name
-        await self._store.insert_ticket(ticket, session)
-        issued = events.TicketIssued(
-            ticket_id=ticket_id,
-            registration_id=holder.registration_id,
-            event_id=holder.event_id,
-            ticket_type=holder.ticket_type,
-            code=ticket["code"],
-            key_id=key.key_id,
-            public_key=key.public_key_text,
-            issued_at=issued_at,
-        )
-        await self._outbox.add(session, wrap(issued, holder.registration_id))
-        log.info("ticket_issued", ticket_id=ticket_id, registration_id=holder.registration_id, event_id=holder.event_id)
         return ticket
 
-    async def _entitlements(self, holder: TicketHolder, session: Session) -> list[int]:
-        """The session numbers for the holder's workshops, numbering the event's sessions on first sight."""
-        if not holder.sessions:
-            return []
-        numbered = await self._store.numbered_sessions(holder.event_id, session)
-        details = await self._store.event(holder.event_id, session)
+    async def _entitlements(self, event_id: str, holders: list[TicketHolder], session: Session) -> list[list[int]]:
+        """The session numbers for each holder's workshops, numbering the event's sessions on first sight."""
+        if not any(holder.sessions for holder in holders):
+            return [[] for _ in holders]
+        numbered = await self._store.numbered_sessions(event_id, session)
+        details = await self._store.event(event_id, session)
         in_event_order = [s["code"] for s in details.get("sessions", [])] if details else []
-        fresh = domain.sessions_to_number(numbered, [*in_event_order, *holder.sessions])
+        wanted = [code for holder in holders for code in holder.sessions]
+        fresh = domain.sessions_to_number(numbered, [*in_event_order, *wanted])
         if fresh:
-            await self._store.number_sessions(holder.event_id, fresh, session)
+            await self._store.number_sessions(event_id, fresh, session)
             numbered += fresh
-        return domain.entitlements(numbered, holder.sessions)
+        return [domain.entitlements(numbered, holder.sessions) for holder in holders]
 
     async def _revoke(self, wrap: Wrap, registration_id: str, reason: RevocationReason, session: Session) -> None:
         ticket = await self._store.revoke_ticket(registration_id, reason, domain.now(), session)

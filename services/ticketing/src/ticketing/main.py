@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from plenary_kit import web
+from plenary_kit.consumer import Batched
 from plenary_kit.runtime import Runtime
 from plenary_kit.settings import ServiceSettings
 from ticketing.api import router
@@ -23,10 +24,12 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     store = Store(runtime.db, Vault(ticketing_settings.master_key()))
     runtime.on_prepare(store.prepare)
     tickets = Tickets(store, runtime.outbox, runtime.client)
+    # One handler for both: a run of confirmations and promotions is issued together.
+    issuing = Batched(tickets.issue_many)
     runtime.subscribe(
         {
-            "registration.confirmed": tickets.issue,
-            "registration.promoted": tickets.issue,
+            "registration.confirmed": issuing,
+            "registration.promoted": issuing,
             "registration.updated": tickets.reissue,
             "registration.cancelled": tickets.revoke,
             "registration.erased": tickets.erase,

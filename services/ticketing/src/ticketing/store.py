@@ -8,7 +8,7 @@ from datetime import datetime
 from bson import Binary
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
 
 from plenary_kit.logs import get_logger
 from plenary_kit.mongo import Document, Session
@@ -16,6 +16,8 @@ from ticketing.domain import ALGORITHM, RevocationReason, SigningKey, TicketStat
 from ticketing.vault import Vault
 
 log = get_logger(__name__)
+
+DUPLICATE_KEY = 11000
 
 
 class CreatedConcurrently(PyMongoError):
@@ -118,10 +120,12 @@ class Store:
             {"registration_id": registration_id}, sort=[("issued_at", DESCENDING)], session=session
         )
 
-    async def has_ticket(self, registration_id: str, session: Session) -> bool:
-        """Whether the registration was ever issued a ticket, valid or revoked since."""
-        query = {"registration_id": registration_id}
-        return await self.tickets.find_one(query, projection={"_id": 1}, session=session) is not None
+    async def ticketed_among(self, registration_ids: list[str], session: Session) -> set[str]:
+        """Those of the registrations ever issued a ticket, valid or revoked since."""
+        cursor = self.tickets.find(
+            {"registration_id": {"$in": registration_ids}}, projection={"registration_id": 1}, session=session
+        )
+        return {row["registration_id"] async for row in cursor}
 
     async def valid_ticket(self, registration_id: str, session: Session | None = None) -> Document | None:
         return await self.tickets.find_one(
@@ -148,9 +152,13 @@ class Store:
         found = await self.tickets.find_one({"manage_token_hash": token_hash}, projection={"registration_id": 1})
         return found["registration_id"] if found else None
 
-    async def insert_ticket(self, ticket: Document, session: Session) -> None:
+    async def insert_tickets(self, tickets: list[Document], session: Session) -> None:
         try:
-            await self.tickets.insert_one(ticket, session=session)
+            await self.tickets.insert_many(tickets, ordered=True, session=session)
+        except BulkWriteError as exc:
+            if any(error.get("code") != DUPLICATE_KEY for error in exc.details.get("writeErrors", [])):
+                raise
+            raise CreatedConcurrently("ticket") from exc
         except DuplicateKeyError as exc:
             raise CreatedConcurrently("ticket") from exc
 
@@ -239,9 +247,10 @@ class Store:
             session=session,
         )
 
-    async def is_cancelled(self, registration_id: str, session: Session) -> bool:
-        found = await self.cancelled.find_one({"_id": registration_id}, projection={"_id": 1}, session=session)
-        return found is not None
+    async def cancelled_among(self, registration_ids: list[str], session: Session) -> set[str]:
+        """Those of the registrations cancelled or erased, whose tickets must not be issued."""
+        cursor = self.cancelled.find({"_id": {"$in": registration_ids}}, projection={"_id": 1}, session=session)
+        return {row["_id"] async for row in cursor}
 
     async def active_key(self, event_id: str, session: Session) -> SigningKey | None:
         found = await self.signing_keys.find_one({"event_id": event_id, "active": True}, session=session)
