@@ -1,8 +1,12 @@
-"""What the browser tests share: the browser, the page sizes, a workshop programme and an accessibility check."""
+"""What the browser tests share: the browser, the page sizes, a workshop programme and accessibility checks."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
+
+from playwright.async_api import Browser, Page
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -64,3 +68,31 @@ LOW_CONTRAST_TEXT = """() => {
     return low;
 }"""
 
+# Fields with no label, and aria references to elements that are not on the page.
+UNLABELLED_FIELDS = """() => Array.from(document.querySelectorAll('input:not([type=hidden]), select, textarea'))
+    .filter((field) => !field.labels || field.labels.length === 0)
+    .map((field) => field.id || field.name)"""
+DANGLING_REFERENCES = """() => Array.from(document.querySelectorAll('[aria-describedby], [aria-labelledby]'))
+    .flatMap((el) => [el.getAttribute('aria-describedby'), el.getAttribute('aria-labelledby')])
+    .flatMap((ids) => (ids || '').split(/\\s+/))
+    .filter((id) => id && !document.getElementById(id))"""
+
+
+@asynccontextmanager
+async def page_in(browser: Browser, options: dict[str, Any]) -> AsyncIterator[Page]:
+    """A page in a browser context of its own with these options, closed afterwards."""
+    context = await browser.new_context(**options)
+    context.set_default_timeout(15_000)
+    try:
+        yield await context.new_page()
+    finally:
+        await context.close()
+
+
+async def assert_readable(page: Page) -> None:
+    """Language en-GB, one h1, a label for every field, no dangling aria reference, every text at least 4.5:1."""
+    assert await page.get_attribute("html", "lang") == "en-GB"
+    assert await page.locator("h1").count() == 1
+    assert await page.evaluate(UNLABELLED_FIELDS) == []
+    assert await page.evaluate(DANGLING_REFERENCES) == []
+    assert await page.evaluate(LOW_CONTRAST_TEXT) == []

@@ -1,4 +1,4 @@
-"""What the fault tests share: a stack that may be killed, a registration burst with retries, and counts.
+"""What the fault tests share: a registration burst with retries and outages, and counts of what came of it.
 
 A registration is sent with an Idempotency-Key of its own, so a delegate whose request failed
 during a fault can send it again without the risk of being registered twice. The counts read
@@ -9,36 +9,34 @@ ticketing database itself, where a doubled ticket could otherwise hide behind th
 from __future__ import annotations
 
 import asyncio
+import email
+import email.policy
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from journey import TEST_SETTINGS, eventually, organiser, running_stack
+from journey import eventually, organiser
 from pymongo import AsyncMongoClient
-from test_smtp_outage import NAMES, SCHOOLS, inbox, unsettled
 
 from plenary_kit import topics
 from plenary_kit.kafka import read_to_end
-from plenary_stack.stack import EmbeddedStack, StackConfig
+from plenary_stack.stack import EmbeddedStack
 
 CONFIRMATION = "Your place at Education Leadership in Challenging Times is confirmed: your ticket"
+SCHOOLS = ("Halton Lea Primary", "Knowsley Park Academy", "Wirral Grammar", "St Helens College", "Sefton SEN Centre")
+NAMES = ("Siobhán Ní Bhriain", "Tunde Olubayo", "Zoë O'Neill", "Nguyễn Thị Lan", "Pádraig Ó Súilleabháin")
 
 # The services that consume other services' events, one consumer group each.
 CONSUMING = ("ticketing", "notifications", "checkin")
-
-
-def fault_stack(var: Path, purpose: str) -> Iterator[EmbeddedStack]:
-    """A whole stack for one fault module; its document server makes each commit durable before answering."""
-    config = StackConfig.isolated(var, purpose, TEST_SETTINGS)
-    config.sync_on_commit = True
-    yield from running_stack(config)
 
 
 @dataclass
@@ -107,6 +105,44 @@ async def burst(
     await asyncio.gather(*(phone() for _ in range(in_flight)))
 
 
+async def burst_with_outage(
+    http: httpx.AsyncClient,
+    stack: EmbeddedStack,
+    event_id: str,
+    people: list[Delegate],
+    in_flight: int,
+    after: int,
+    outage: Callable[[], Awaitable[None]],
+) -> None:
+    """The burst, with `outage` set off once `after` delegates have been answered 201; returns when both are over."""
+    enough = asyncio.Event()
+
+    def count(answered: int) -> None:
+        if answered >= after:
+            enough.set()
+
+    async def when_enough() -> None:
+        await enough.wait()
+        await outage()
+
+    await asyncio.gather(burst(http, stack, event_id, people, in_flight, count), when_enough())
+
+
+def registered_so_far(people: list[Delegate]) -> int:
+    """How many of the delegates have been answered 201 so far."""
+    return sum(1 for person in people if person.accepted)
+
+
+def registrations(people: list[Delegate]) -> list[dict[str, Any]]:
+    """Each delegate's registration, as their first 201 answer gave it; every one of them must have had one."""
+    assert all(person.accepted for person in people), Counter(str(p.answers) for p in people if not p.accepted)
+    return [person.accepted[0] for person in people]
+
+
+def registration_ids(people: list[Delegate]) -> set[str]:
+    return {str(registration["id"]) for registration in registrations(people)}
+
+
 async def retry_failed(
     http: httpx.AsyncClient, stack: EmbeddedStack, event_id: str, people: list[Delegate], timeout: float = 90
 ) -> None:
@@ -148,6 +184,19 @@ async def every_ticket_issued(stack: EmbeddedStack, event_id: str, ids: set[str]
     return issued
 
 
+def inbox(maildir: Path) -> dict[str, list[EmailMessage]]:
+    """Every message in the Maildir, by the SMTP recipient the sink recorded for it."""
+    by_recipient: dict[str, list[EmailMessage]] = {}
+    for folder in ("new", "cur"):
+        directory = maildir / folder
+        for path in sorted(directory.iterdir()) if directory.is_dir() else []:
+            parsed = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+            assert isinstance(parsed, EmailMessage)
+            for recipient in parsed.get_all("Delivered-To", []):
+                by_recipient.setdefault(str(recipient).strip(), []).append(parsed)
+    return by_recipient
+
+
 def confirmations(stack: EmbeddedStack) -> Counter[str]:
     """Confirmation emails in the Maildir, by the recipient the SMTP sink recorded."""
     return Counter(
@@ -167,6 +216,27 @@ async def every_confirmation_sent(stack: EmbeddedStack, addresses: set[str], tim
     return received
 
 
+async def everything_delivered(stack: EmbeddedStack, event_id: str, people: list[Delegate], timeout: float) -> None:
+    """Wait until every delegate, each answered 201, has a ticket and a confirmation email."""
+    await every_ticket_issued(stack, event_id, registration_ids(people), timeout)
+    await every_confirmation_sent(stack, {person.email for person in people}, timeout)
+
+
+async def unsettled(http: httpx.AsyncClient, stack: EmbeddedStack) -> int:
+    """Messages still waiting to go out now (scheduled reminders and thank-yous are not due yet)."""
+    count = 0
+    for status in ("pending", "sending", "retrying"):
+        reply = await http.get(
+            f"{stack.config.url('notifications')}/api/v1/notifications",
+            params={"status": status},
+            headers=organiser(stack),
+        )
+        assert reply.status_code == 200, reply.text
+        now = datetime.now(UTC)
+        count += sum(1 for row in reply.json() if not row["due_at"] or datetime.fromisoformat(row["due_at"]) <= now)
+    return count
+
+
 async def mail_settled(http: httpx.AsyncClient, stack: EmbeddedStack, timeout: float = 150) -> None:
     """Wait until no message due now is still pending, being sent or waiting to be retried.
 
@@ -178,6 +248,18 @@ async def mail_settled(http: httpx.AsyncClient, stack: EmbeddedStack, timeout: f
         return await unsettled(http, stack) == 0
 
     await eventually(nothing_in_flight, timeout, "every due message to be settled")
+
+
+async def assert_one_ticket_and_one_email_each(
+    http: httpx.AsyncClient, stack: EmbeddedStack, event_id: str, people: list[Delegate]
+) -> None:
+    """Once the mail has settled: exactly one valid ticket per registration and one confirmation per delegate."""
+    await mail_settled(http, stack)
+    tickets = await tickets_by_registration(stack, event_id)
+    assert set(tickets) == registration_ids(people)
+    assert {rid: n for rid, n in tickets.items() if n != 1} == {}
+    received = confirmations(stack)
+    assert {person.email: received[person.email] for person in people if received[person.email] != 1} == {}
 
 
 def group_of(stack: EmbeddedStack, service: str) -> str:

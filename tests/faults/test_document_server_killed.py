@@ -12,16 +12,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Iterator
 
 import httpx
 import pytest
 from burst import (
-    burst,
+    burst_with_outage,
     delegates,
     every_ticket_issued,
-    fault_stack,
     organiser_list,
+    registered_so_far,
     retry_failed,
     tickets_by_registration,
 )
@@ -37,11 +36,6 @@ KILL_AFTER = 60
 DOWN_SECONDS = 8
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
-    yield from fault_stack(tmp_path_factory.mktemp("documents-killed"), "faultdocs")
-
-
 async def test_every_registration_answered_201_survives_a_killed_document_server_once_with_its_ticket(
     stack: EmbeddedStack,
 ) -> None:
@@ -50,22 +44,16 @@ async def test_every_registration_answered_201_survives_a_killed_document_server
     people = delegates(DELEGATES)
     async with httpx.AsyncClient(timeout=20.0) as http:
         event_id = await create_event(http, stack, capacity=DELEGATES + 50)
-        enough = asyncio.Event()
         answered_at_kill: list[int] = []
 
-        def count(answered: int) -> None:
-            if answered >= KILL_AFTER:
-                enough.set()
-
         async def outage() -> None:
-            await enough.wait()
-            answered_at_kill.append(sum(1 for person in people if person.accepted))
+            answered_at_kill.append(registered_so_far(people))
             await asyncio.to_thread(stack.documents.kill)
             await asyncio.sleep(DOWN_SECONDS)
             await asyncio.to_thread(stack.start_documents)
 
         started = time.monotonic()
-        await asyncio.gather(burst(http, stack, event_id, people, IN_FLIGHT, count), outage())
+        await burst_with_outage(http, stack, event_id, people, IN_FLIGHT, KILL_AFTER, outage)
         burst_seconds = time.monotonic() - started
 
         failed = [person for person in people if not person.accepted]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -23,16 +22,14 @@ from burst import (
     caught_up,
     delegates,
     ends,
-    every_confirmation_sent,
-    every_ticket_issued,
-    fault_stack,
+    everything_delivered,
+    inbox,
     mail_settled,
     rewind,
     tickets_by_registration,
 )
 from journey import attendance, create_event, duplicates_seen, replay_everything, scan, ticket_of
 from pymongo import AsyncMongoClient
-from test_smtp_outage import inbox
 
 from plenary_stack.stack import EmbeddedStack
 
@@ -40,11 +37,6 @@ pytestmark = pytest.mark.timeout(300)
 
 DELEGATES = 40
 SCANNED = 5
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
-    yield from fault_stack(tmp_path_factory.mktemp("replay"), "faultreplay")
 
 
 async def stored(stack: EmbeddedStack, event_id: str) -> dict[str, int]:
@@ -74,14 +66,10 @@ async def test_replaying_every_topic_into_every_consumer_gives_no_second_ticket_
     stack: EmbeddedStack,
 ) -> None:
     people = delegates(DELEGATES)
-    addresses = {person.email for person in people}
     async with httpx.AsyncClient(timeout=30.0) as http:
         event_id = await create_event(http, stack, capacity=DELEGATES)
         await burst(http, stack, event_id, people, in_flight=8)
-        assert all(person.accepted for person in people), [p.answers for p in people if not p.accepted]
-        ids = {str(person.registration_id) for person in people}
-        await every_ticket_issued(stack, event_id, ids, timeout=120)
-        await every_confirmation_sent(stack, addresses, timeout=120)
+        await everything_delivered(stack, event_id, people, timeout=120)
 
         codes = [(await ticket_of(http, stack, person.accepted[0]))["code"] for person in people[:SCANNED]]
         for code in codes:

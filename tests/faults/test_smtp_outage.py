@@ -9,33 +9,30 @@ mail client would read it.
 from __future__ import annotations
 
 import asyncio
-import email
-import email.policy
 import io
 import signal
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from email.message import EmailMessage
-from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
 import icalendar
 import pytest
 import zxingcpp
-from journey import TEST_SETTINGS, eventually, organiser, register, running_stack
+from burst import burst, delegates, inbox, mail_settled, registrations
+from journey import eventually, organiser, register, ticket_of
 from PIL import Image
 
 from plenary_stack.processes import port_open
-from plenary_stack.stack import EmbeddedStack, StackConfig
+from plenary_stack.stack import EmbeddedStack
 
 pytestmark = pytest.mark.timeout(600)
 
 DELEGATES = 200
+IN_FLIGHT = 20
 OUTAGE_SECONDS = 30
 CAPACITY = 180
 TITLE = "Education Leadership in Challenging Times"
@@ -45,31 +42,12 @@ LONDON = ZoneInfo("Europe/London")
 # A summer date, so the event's own timezone (BST) differs from UTC and a slip would show.
 STARTS = datetime(2027, 6, 17, 9, 30, tzinfo=LONDON)
 ENDS = datetime(2027, 6, 17, 16, 0, tzinfo=LONDON)
-SCHOOLS = ("Halton Lea Primary", "Knowsley Park Academy", "Wirral Grammar", "St Helens College", "Sefton SEN Centre")
-NAMES = ("Siobhán Ní Bhriain", "Tunde Olubayo", "Zoë O'Neill", "Nguyễn Thị Lan", "Pádraig Ó Súilleabháin")
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
-    """A stack of this module's own: its SMTP sink is switched off and on, and its Maildir counted."""
-    config = StackConfig.isolated(tmp_path_factory.mktemp("smtp-outage"), "test", TEST_SETTINGS)
-    yield from running_stack(config)
-
-
-
-
-
-def inbox(maildir: Path) -> dict[str, list[EmailMessage]]:
-    """Every message in the Maildir, by the SMTP recipient the sink recorded for it."""
-    by_recipient: dict[str, list[EmailMessage]] = {}
-    for folder in ("new", "cur"):
-        directory = maildir / folder
-        for path in sorted(directory.iterdir()) if directory.is_dir() else []:
-            parsed = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
-            assert isinstance(parsed, EmailMessage)
-            for recipient in parsed.get_all("Delivered-To", []):
-                by_recipient.setdefault(str(recipient).strip(), []).append(parsed)
-    return by_recipient
+def stack(own_stack: EmbeddedStack) -> EmbeddedStack:
+    """A stack of this module's own, whose SMTP sink is switched off and on; its commits need not be durable."""
+    return own_stack
 
 
 def set_listening(stack: EmbeddedStack, listening: bool) -> None:
@@ -101,56 +79,19 @@ async def create_event(http: httpx.AsyncClient, stack: EmbeddedStack) -> str:
     return str(reply.json()["id"])
 
 
-async def register_burst(http: httpx.AsyncClient, stack: EmbeddedStack, event_id: str) -> list[dict[str, Any]]:
-    """DELEGATES registrations, 20 in flight at a time, as a booking surge would send them."""
-    run = uuid.uuid4().hex[:6]
-    pending = iter(range(DELEGATES))
-    replies: list[dict[str, Any]] = []
-
-    async def phone() -> None:
-        for n in pending:
-            reply = await http.post(
-                f"{stack.config.url('registration')}/api/v1/events/{event_id}/registrations",
-                json={
-                    "name": NAMES[n % len(NAMES)],
-                    "email": f"delegate{n}.{run}@school.example",
-                    "organisation": SCHOOLS[n % len(SCHOOLS)],
-                    "role": "headteacher",
-                    "consent": True,
-                },
-            )
-            assert reply.status_code == 201, reply.text
-            replies.append({**reply.json(), "email": f"delegate{n}.{run}@school.example"})
-
-    await asyncio.gather(*(phone() for _ in range(20)))
-    return replies
-
-
-async def unsettled(http: httpx.AsyncClient, stack: EmbeddedStack) -> int:
-    """Messages still waiting to go out now (scheduled reminders and thank-yous are not due yet)."""
-    count = 0
-    for status in ("pending", "sending", "retrying"):
-        reply = await http.get(
-            f"{stack.config.url('notifications')}/api/v1/notifications",
-            params={"status": status},
-            headers=organiser(stack),
-        )
-        assert reply.status_code == 200, reply.text
-        now = datetime.now(UTC)
-        count += sum(1 for row in reply.json() if not row["due_at"] or datetime.fromisoformat(row["due_at"]) <= now)
-    return count
-
-
 async def test_every_email_arrives_once_after_the_mail_server_refused_connections_for_30_seconds(
     stack: EmbeddedStack,
 ) -> None:
     maildir = stack.config.maildir
+    people = delegates(DELEGATES)
     async with httpx.AsyncClient(timeout=30.0) as http:
         event_id = await create_event(http, stack)
         await asyncio.to_thread(set_listening, stack, False)
         outage_started = time.monotonic()
         try:
-            replies = await register_burst(http, stack, event_id)
+            # As a booking surge would send them, IN_FLIGHT at a time.
+            await burst(http, stack, event_id, people, IN_FLIGHT)
+            replies = registrations(people)
             burst_seconds = time.monotonic() - outage_started
             assert burst_seconds < OUTAGE_SECONDS, f"the burst took {burst_seconds:.0f} s, longer than the outage"
 
@@ -169,7 +110,7 @@ async def test_every_email_arrives_once_after_the_mail_server_refused_connection
         finally:
             await asyncio.to_thread(set_listening, stack, True)
 
-        addresses = {reply["email"] for reply in replies}
+        addresses = {person.email for person in people}
         statuses = Counter(reply["status"] for reply in replies)
         assert statuses == {"confirmed": CAPACITY, "waitlisted": DELEGATES - CAPACITY}
 
@@ -178,10 +119,7 @@ async def test_every_email_arrives_once_after_the_mail_server_refused_connection
 
         await eventually(everyone_has_mail, 300, "an email for every delegate")
 
-        async def all_settled() -> bool:
-            return await unsettled(http, stack) == 0
-
-        await eventually(all_settled, 120, "every due message to be settled")
+        await mail_settled(http, stack, timeout=120)
         received = inbox(maildir)
         assert set(received) == addresses
         doubled = {address: len(mails) for address, mails in received.items() if len(mails) != 1}
@@ -200,24 +138,12 @@ async def test_every_email_arrives_once_after_the_mail_server_refused_connection
         assert retried, "no message needed a second attempt, so the outage was never met"
 
 
-async def ticket_code(http: httpx.AsyncClient, stack: EmbeddedStack, registration: dict[str, Any]) -> str:
-    async def fetch() -> str | None:
-        reply = await http.get(
-            f"{stack.config.url('ticketing')}/api/v1/registrations/{registration['id']}/ticket",
-            headers={"X-Manage-Token": registration["manage_token"]},
-        )
-        return str(reply.json()["code"]) if reply.status_code == 200 else None
-
-    code: str = await eventually(fetch, 60, "the ticket")
-    return code
-
-
 async def test_confirmation_reads_as_a_mail_client_sees_it(stack: EmbeddedStack) -> None:
     async with httpx.AsyncClient(timeout=30.0) as http:
         event_id = await create_event(http, stack)
         address = f"zoe.{uuid.uuid4().hex[:8]}@birkenhead-park.example"
         registration = await register(http, stack, event_id, address)
-        code = await ticket_code(http, stack, registration)
+        code = str((await ticket_of(http, stack, registration))["code"])
 
         async def arrived() -> list[EmailMessage]:
             return inbox(stack.config.maildir).get(address, [])

@@ -89,6 +89,11 @@ async def shared_script(name: str) -> Response:
     return _file("js", name, cache=True)
 
 
+@router.get("/static/css/{name}")
+async def shared_style(name: str) -> Response:
+    return _file("css", name, cache=True)
+
+
 @router.get("/static/vendor/{name}")
 async def vendored_script(name: str) -> Response:
     return _file("vendor", name, cache=True)

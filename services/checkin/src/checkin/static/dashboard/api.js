@@ -1,17 +1,7 @@
 // The checkin API as the organiser's dashboard uses it. The organiser token goes in every call's
 // Authorization header and nowhere else: never in a URL, a log or the page.
 
-/** The server refused the call; `status` and the stable `code` say why. */
-export class Refused extends Error {
-  constructor(status, code, message) {
-    super(message || code);
-    this.status = status;
-    this.code = code;
-  }
-}
-
-/** No answer, or a server that is not working: worth trying again later. */
-export class Unreachable extends Error {}
+import { Refused, answer, request } from "/static/js/api.js";
 
 const DEADLINE_MS = 15000;
 
@@ -27,33 +17,13 @@ export class Organiser {
   }
 
   /** A raw fetch with the token and a deadline; `signal` (optional) also cancels it. */
-  async fetch(path, { method = "GET", body, accept, signal, deadline = DEADLINE_MS } = {}) {
-    const controller = new AbortController();
-    const cancel = () => controller.abort();
-    signal?.addEventListener("abort", cancel, { once: true });
-    const timer = deadline ? setTimeout(cancel, deadline) : null;
-    const headers = this.headers(accept);
-    if (body !== undefined) headers["Content-Type"] = "application/json";
-    try {
-      return await fetch(path, {
-        method,
-        headers,
-        body: body === undefined ? undefined : JSON.stringify(body),
-        signal: controller.signal,
-        cache: "no-store",
-        credentials: "omit",
-      });
-    } catch (error) {
-      throw new Unreachable(controller.signal.aborted ? "no answer in time" : "network unavailable", { cause: error });
-    } finally {
-      if (timer) clearTimeout(timer);
-      signal?.removeEventListener("abort", cancel);
-    }
+  fetch(path, { method = "GET", body, accept, signal, deadline = DEADLINE_MS } = {}) {
+    return request(path, { method, headers: this.headers(accept), body, signal, deadline });
   }
 
   async call(path, options = {}) {
     const response = await this.fetch(path, options);
-    return read(response, options.accept === "text/csv" ? "blob" : "json");
+    return answer(response, { as: options.accept === "text/csv" ? "blob" : "json" });
   }
 
   attendance() {
@@ -95,24 +65,6 @@ export class Organiser {
 
   revokeDevice(deviceId) {
     return this.call(`/api/v1/devices/${encodeURIComponent(deviceId)}/revoke`, { method: "POST" });
-  }
-}
-
-async function read(response, as) {
-  if (response.status >= 500) throw new Unreachable(`server error ${response.status}`);
-  if (!response.ok) {
-    let data = null;
-    try {
-      data = await response.json();
-    } catch {
-      // A reply without a JSON body still has its status.
-    }
-    throw new Refused(response.status, data?.code ?? `http_${response.status}`, data?.message ?? "");
-  }
-  try {
-    return as === "blob" ? await response.blob() : await response.json();
-  } catch (error) {
-    throw new Unreachable("unreadable answer", { cause: error });
   }
 }
 

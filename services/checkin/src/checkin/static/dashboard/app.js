@@ -1,6 +1,7 @@
 // The organiser's live attendance dashboard for one event: /dashboard?event=<event id>.
 
-import { Organiser, Refused, Unreachable, isSignedOut } from "./api.js";
+import { Refused, Unreachable } from "/static/js/api.js";
+import { Organiser, isSignedOut } from "./api.js";
 import { drawArrivals } from "./chart.js";
 import { DoorPhones, reason } from "./devices.js";
 import { byId, h, setText } from "./dom.js";

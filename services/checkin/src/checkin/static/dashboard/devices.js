@@ -2,7 +2,8 @@
 // The device token in the enrolment reply is never kept or shown: the phone gets its own by
 // swapping the one-time enrolment code.
 
-import { Refused, Unreachable, isSignedOut } from "./api.js";
+import { Refused, Unreachable } from "/static/js/api.js";
+import { isSignedOut } from "./api.js";
 import { byId, h } from "./dom.js";
 import { ago, plural } from "./format.js";
 

@@ -1,7 +1,8 @@
 // Live attendance: the Server-Sent Events stream read with fetch (EventSource cannot send the
 // organiser token), reconnecting with backoff; polling every 2 s where the server has no stream.
 
-import { Refused, Unreachable, isSignedOut } from "./api.js";
+import { Refused, Unreachable } from "/static/js/api.js";
+import { isSignedOut } from "./api.js";
 
 export const POLL_MS = 2000;
 // The server sends a keep-alive comment every 15 s; silence for much longer means a dead connection.

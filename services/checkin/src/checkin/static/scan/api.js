@@ -1,55 +1,14 @@
 // Calls to the checkin API. Every call has a deadline: at a venue door a hung request is worse than none.
 
-/** The server answered, and said no (4xx): its stable `code` says why. */
-export class Refused extends Error {
-  constructor(status, code, message) {
-    super(message || code);
-    this.status = status;
-    this.code = code;
-  }
-}
-
-/** No answer in time, no network, or a server that is not working (5xx): treat as offline. */
-export class Unreachable extends Error {}
+import { answer, request } from "/static/js/api.js";
 
 export const SCAN_DEADLINE_MS = 1500;
 const DEFAULT_DEADLINE_MS = 10000;
 
-export async function call(path, { method = "GET", token = null, body = undefined, deadline = DEFAULT_DEADLINE_MS } = {}) {
-  const controller = new AbortController();
-  const timer = setTimeout(() => controller.abort(), deadline);
-  const headers = { Accept: "application/json" };
-  if (token) headers.Authorization = `Bearer ${token}`;
-  if (body !== undefined) headers["Content-Type"] = "application/json";
-  try {
-    let response;
-    try {
-      response = await fetch(path, {
-        method,
-        headers,
-        body: body === undefined ? undefined : JSON.stringify(body),
-        signal: controller.signal,
-        cache: "no-store",
-        credentials: "omit",
-      });
-    } catch (error) {
-      throw new Unreachable(controller.signal.aborted ? "no answer in time" : "network unavailable", { cause: error });
-    }
-    if (response.status >= 500) throw new Unreachable(`server error ${response.status}`);
-    let data = null;
-    try {
-      data = await response.json();
-    } catch (error) {
-      if (controller.signal.aborted) throw new Unreachable("no answer in time", { cause: error });
-      if (response.ok) throw new Unreachable("unreadable answer", { cause: error });
-    }
-    if (!response.ok) {
-      throw new Refused(response.status, data?.code ?? `http_${response.status}`, data?.message ?? "");
-    }
-    return data;
-  } finally {
-    clearTimeout(timer);
-  }
+/** The reply's JSON body; the deadline covers reading it as well as the answer's arrival. */
+export function call(path, { method = "GET", token = null, body = undefined, deadline = DEFAULT_DEADLINE_MS } = {}) {
+  const headers = token ? { Authorization: `Bearer ${token}` } : {};
+  return request(path, { method, headers, body, deadline, read: (response, signal) => answer(response, { signal }) });
 }
 
 export function enrol(enrolmentCode) {

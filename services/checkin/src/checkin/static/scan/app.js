@@ -2,8 +2,8 @@
 // offline. Scans go to the server while it answers within 1.5 s; otherwise this phone decides from its
 // ticket book and queues the scan for upload.
 
+import { Refused, Unreachable } from "/static/js/api.js";
 import * as api from "./api.js";
-import { Refused, Unreachable } from "./api.js";
 import { TicketBook, folded, queue, ticketIdOf } from "./book.js";
 import { Camera } from "./camera.js";
 import { clockTime, present, signal, ticketTypeLabel, unlockSound } from "./verdicts.js";

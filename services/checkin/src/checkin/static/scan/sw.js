@@ -3,7 +3,7 @@
 // when the network fails or is slower than NETWORK_DEADLINE_MS. The API is never touched here (scans
 // and the ticket list have their own offline handling in the page).
 
-const CACHE = "plenary-door-v1";
+const CACHE = "plenary-door-v2";
 const NETWORK_DEADLINE_MS = 2000;
 const SHELL = [
   "/scan",
@@ -19,6 +19,8 @@ const SHELL = [
   "/scan/icon.svg",
   "/scan/icon-192.png",
   "/scan/icon-512.png",
+  "/static/css/base.css",
+  "/static/js/api.js",
   "/static/js/ticketcode.js",
   "/static/vendor/jsQR.js",
 ];
