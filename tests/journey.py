@@ -81,19 +81,20 @@ def decode_inline_qr(message: EmailMessage) -> str:
     raise AssertionError("no inline QR image in the confirmation email")
 
 
-async def create_event(http: httpx.AsyncClient, stack: EmbeddedStack, capacity: int = 120) -> str:
-    slug = f"leadership-symposium-{uuid.uuid4().hex[:8]}"
+async def create_event(http: httpx.AsyncClient, stack: EmbeddedStack, capacity: int = 120, **details: Any) -> str:
+    """A new event (the symposium, unless `details` say otherwise); returns its id."""
     reply = await http.post(
         f"{stack.config.url('registration')}/api/v1/events",
         headers=organiser(stack),
         json={
-            "slug": slug,
+            "slug": f"leadership-symposium-{uuid.uuid4().hex[:8]}",
             "title": "Education Leadership in Challenging Times",
             "venue": "Centre for Educational Leadership, Liverpool",
             "starts_at": "2027-03-12T09:30:00+00:00",
             "ends_at": "2027-03-12T16:00:00+00:00",
             "timezone": "Europe/London",
             "capacity": capacity,
+            **details,
         },
     )
     assert reply.status_code == 201, reply.text

@@ -23,7 +23,7 @@ import icalendar
 import pytest
 import zxingcpp
 from burst import burst, delegates, inbox, mail_settled, registrations
-from journey import eventually, organiser, register, ticket_of
+from journey import create_event, eventually, organiser, register, ticket_of
 from PIL import Image
 
 from plenary_stack.processes import port_open
@@ -60,32 +60,16 @@ def set_listening(stack: EmbeddedStack, listening: bool) -> None:
         time.sleep(0.05)
 
 
-async def create_event(http: httpx.AsyncClient, stack: EmbeddedStack) -> str:
-    reply = await http.post(
-        f"{stack.config.url('registration')}/api/v1/events",
-        headers=organiser(stack),
-        json={
-            "slug": f"leadership-symposium-{uuid.uuid4().hex[:8]}",
-            "title": TITLE,
-            "venue": VENUE,
-            "starts_at": STARTS.isoformat(),
-            "ends_at": ENDS.isoformat(),
-            "timezone": "Europe/London",
-            "capacity": CAPACITY,
-            "organiser_contact": CONTACT,
-        },
-    )
-    assert reply.status_code == 201, reply.text
-    return str(reply.json()["id"])
-
-
 async def test_every_email_arrives_once_after_the_mail_server_refused_connections_for_30_seconds(
     stack: EmbeddedStack,
 ) -> None:
     maildir = stack.config.maildir
     people = delegates(DELEGATES)
     async with httpx.AsyncClient(timeout=30.0) as http:
-        event_id = await create_event(http, stack)
+        event_id = await create_event(
+            http, stack, capacity=CAPACITY, title=TITLE, venue=VENUE, starts_at=STARTS.isoformat(),
+            ends_at=ENDS.isoformat(), organiser_contact=CONTACT,
+        )
         await asyncio.to_thread(set_listening, stack, False)
         outage_started = time.monotonic()
         try:
@@ -140,7 +124,10 @@ async def test_every_email_arrives_once_after_the_mail_server_refused_connection
 
 async def test_confirmation_reads_as_a_mail_client_sees_it(stack: EmbeddedStack) -> None:
     async with httpx.AsyncClient(timeout=30.0) as http:
-        event_id = await create_event(http, stack)
+        event_id = await create_event(
+            http, stack, capacity=CAPACITY, title=TITLE, venue=VENUE, starts_at=STARTS.isoformat(),
+            ends_at=ENDS.isoformat(), organiser_contact=CONTACT,
+        )
         address = f"zoe.{uuid.uuid4().hex[:8]}@birkenhead-park.example"
         registration = await register(http, stack, event_id, address)
         code = str((await ticket_of(http, stack, registration))["code"])

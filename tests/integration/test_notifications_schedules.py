@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import journey
 import pytest
 from aiokafka import AIOKafkaConsumer
 from journey import TEST_SETTINGS, eventually, organiser, register, running_stack
@@ -70,22 +71,11 @@ def subjects(maildir: Path, address: str) -> list[str]:
 
 
 async def create_event(http: httpx.AsyncClient, stack: EmbeddedStack, starts_at: datetime) -> str:
-    reply = await http.post(
-        f"{stack.config.url('registration')}/api/v1/events",
-        headers=organiser(stack),
-        json={
-            "slug": f"stepping-up-{uuid.uuid4().hex[:8]}",
-            "title": TITLE,
-            "venue": VENUE,
-            "starts_at": starts_at.isoformat(),
-            "ends_at": (starts_at + timedelta(hours=3)).isoformat(),
-            "timezone": "Europe/London",
-            "capacity": 30,
-            "organiser_contact": CONTACT,
-        },
+    return await journey.create_event(
+        http, stack, capacity=30, slug=f"stepping-up-{uuid.uuid4().hex[:8]}", title=TITLE, venue=VENUE,
+        starts_at=starts_at.isoformat(), ends_at=(starts_at + timedelta(hours=3)).isoformat(),
+        organiser_contact=CONTACT,
     )
-    assert reply.status_code == 201, reply.text
-    return str(reply.json()["id"])
 
 
 async def delivery_log(http: httpx.AsyncClient, stack: EmbeddedStack, registration_id: str) -> list[dict[str, Any]]:
