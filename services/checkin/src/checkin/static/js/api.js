@@ -13,16 +13,19 @@ export class Refused extends Error {
 /** No answer in time, no network, or a server that is not working (5xx): worth trying again later. */
 export class Unreachable extends Error {}
 
+const asResponse = (response) => response;
+
 /**
  * Sends one request and hands its response to `read`, which runs before the deadline is lifted.
  *
  * `deadline` is in milliseconds (0 for none); `signal`, if given, cancels the request too. `read`
  * gets the response and the request's own abort signal; with no `read`, the response itself is
- * the answer, and reading its body is no longer under the deadline.
+ * the answer, and reading its body is no longer under the deadline, though `signal` still cuts it off
+ * (a stream the caller gives up on).
  */
 export async function request(
   path,
-  { method = "GET", headers = {}, body = undefined, signal = undefined, deadline = 0, read = (response) => response } = {},
+  { method = "GET", headers = {}, body = undefined, signal = undefined, deadline = 0, read = asResponse } = {},
 ) {
   const controller = new AbortController();
   const cancel = () => controller.abort();
@@ -47,7 +50,8 @@ export async function request(
     return await read(response, controller.signal);
   } finally {
     if (timer) clearTimeout(timer);
-    signal?.removeEventListener("abort", cancel);
+    // A response handed back unread is still being read by the caller, who may yet cancel it.
+    if (read !== asResponse) signal?.removeEventListener("abort", cancel);
   }
 }
 
