@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import TypeAlias, TypeVar
 
@@ -75,7 +75,7 @@ class Notifications:
         public_url: str | None,
         reminder_lead: timedelta = timedelta(hours=24),
         thank_you_delay: timedelta = timedelta(hours=2),
-        on_enqueued: Callable[[], None] = lambda: None,
+        on_enqueued: Callable[[Iterable[str]], None] = lambda keys: None,
     ) -> None:
         self._store = store
         self._outbox = outbox
@@ -273,7 +273,7 @@ class Notifications:
         message = new_message(correlation_id, None, kind, version, content, datetime.now(UTC))
         if await self._store.enqueue(message, session):
             log.info("notification_resend_queued", message_id=message["_id"], resent=message_id)
-            self._on_enqueued()
+            self._on_enqueued([message["_id"]])
         key = message["_id"]
         queued = await self._store.message(key, session)
         assert queued is not None
@@ -347,7 +347,7 @@ class Notifications:
                 log.info("notification_queued" if key in queued else "notification_already_queued",
                          message_id=key, kind=str(kind))
         if queued:
-            self._on_enqueued()
+            self._on_enqueued(queued)
 
 
 def new_message(

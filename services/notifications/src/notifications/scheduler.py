@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 from pymongo import AsyncMongoClient
@@ -38,7 +38,7 @@ class Scheduler:
         store: Store,
         settings: NotificationSettings,
         *,
-        on_enqueued: Callable[[], None] = lambda: None,
+        on_enqueued: Callable[[Iterable[str]], None] = lambda keys: None,
         poll_seconds: float = 1.0,
     ) -> None:
         self._client = client
@@ -97,4 +97,4 @@ class Scheduler:
             return
         log.info("scheduled_notification", registration_id=registration_id, kind=str(kind), outcome=outcome)
         if outcome == "queued":
-            self._on_enqueued()
+            self._on_enqueued(())

@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import parseaddr
@@ -58,6 +59,13 @@ from plenary_kit.outbox import Outbox
 log = get_logger(__name__)
 
 SOURCE = "notifications"
+
+# How long a message named by the consumer is tried by key before it is left to the search.
+NAMED_SECONDS = 2.0
+# How soon a named message not yet committed is tried again.
+NAMED_RETRY_SECONDS = 0.02
+# While named messages keep the sender busy, it still searches for every due message this often.
+SEARCH_SECONDS = 2.0
 
 MESSAGES = Counter("plenary_notifications_total", "Delivery attempts by kind and outcome", ["kind", "outcome"])
 DELIVERY_SECONDS = Histogram(
@@ -100,7 +108,7 @@ class Sender:
         settings: NotificationSettings,
         rate: SendRate,
         *,
-        batch: int = 8,
+        batch: int = 16,
         poll_seconds: float = 0.2,
         rng: random.Random | None = None,
     ) -> None:
@@ -115,9 +123,15 @@ class Sender:
         self._rng = rng or random.Random()
         self._envelope_from = parseaddr(settings.mail_from)[1]
         self._wake = asyncio.Event()
+        # Messages queued in this process, by key, with when they were named: claimed by key first.
+        self._named: dict[str, float] = {}
+        self._last_search = 0.0
 
-    def nudge(self) -> None:
-        """A message was queued: look now rather than at the next poll."""
+    def nudge(self, keys: Iterable[str] = ()) -> None:
+        """Messages were queued (these, where the caller knows them): look now rather than at the next poll."""
+        now = time.monotonic()
+        for key in keys:
+            self._named.setdefault(key, now)
         self._wake.set()
 
     async def run(self) -> None:
@@ -140,7 +154,7 @@ class Sender:
             if worked:
                 continue
             try:
-                await asyncio.wait_for(self._wake.wait(), self._poll)
+                await asyncio.wait_for(self._wake.wait(), NAMED_RETRY_SECONDS if self._named else self._poll)
             except TimeoutError:
                 pass
 
@@ -157,8 +171,26 @@ class Sender:
         return bool(claimed)
 
     async def _claim_batch(self) -> list[Document]:
+        """Messages named by this process's consumer first, by key; the search for every due message when
+        none is named, and at least every SEARCH_SECONDS so retries and other senders' leftovers go too.
+
+        A name arrives before its transaction commits, so one not claimable yet is tried again
+        shortly (NAMED_RETRY_SECONDS) for up to NAMED_SECONDS; after that the search finds it like any other.
+        """
         now = datetime.now(UTC)
-        return await self._store.claim_due(now, now + domain.LEASE, str(uuid.uuid4()), self._batch)
+        lease_until, claim = now + domain.LEASE, str(uuid.uuid4())
+        claimed: list[Document] = []
+        started = time.monotonic()
+        self._named = {key: at for key, at in self._named.items() if started - at < NAMED_SECONDS}
+        named = list(self._named)[: self._batch]
+        if named:
+            claimed = await self._store.claim(named, now, lease_until, claim)
+        if len(claimed) < self._batch and (not named or started - self._last_search >= SEARCH_SECONDS):
+            self._last_search = started
+            claimed += await self._store.claim_due(now, lease_until, claim, self._batch - len(claimed))
+        for message in claimed:
+            self._named.pop(message["_id"], None)
+        return claimed
 
     async def _deliver(self, message: Document) -> None:
         with structlog.contextvars.bound_contextvars(

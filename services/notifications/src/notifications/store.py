@@ -155,26 +155,27 @@ class Store:
 
         Three round trips for the whole batch: find candidates, claim them with one conditional
         update that repeats the due test (so of two senders racing for a message, one gets it),
-        and read back the ones this claim won.
+        and read back the ones this claim won. The search costs in proportion to every message
+        due (the embedded document server reads the whole range before it sorts and limits), so
+        the sender looks here only when it has no fresh messages named to it (see `claim`).
         """
-        due: Document = {
-            "next_attempt_at": {"$lte": now},
-            "status": {"$in": [Status.PENDING, Status.RETRYING, Status.SENDING]},
-        }
         candidates = await (
-            self.messages.find(due, projection={"_id": 1}).sort("next_attempt_at", ASCENDING).limit(limit)
+            self.messages.find(_due(now), projection={"_id": 1}).sort("next_attempt_at", ASCENDING).limit(limit)
         ).to_list(limit)
         if not candidates:
             return []
-        ids = [candidate["_id"] for candidate in candidates]
+        return await self.claim([candidate["_id"] for candidate in candidates], now, lease_until, claim)
+
+    async def claim(self, keys: list[str], now: datetime, lease_until: datetime, claim: str) -> list[Document]:
+        """Take those of these messages that are due: two look-ups by key, whatever else is waiting."""
         await self.messages.update_many(
-            {"_id": {"$in": ids}, **due},
+            {"_id": {"$in": keys}, **_due(now)},
             {
                 "$set": {"status": Status.SENDING, "claim": claim, "next_attempt_at": lease_until, "updated_at": now},
                 "$inc": {"attempts": 1},
             },
         )
-        return await self.messages.find({"_id": {"$in": ids}, "claim": claim}).to_list(limit)
+        return await self.messages.find({"_id": {"$in": keys}, "claim": claim}).to_list(len(keys))
 
     async def settle(
         self, key: str, claim: str, status: Status, changes: Document, session: Session | None = None
@@ -203,3 +204,11 @@ class Store:
             query["kind"] = kind
         cursor = self.messages.find(query, projection={"content": 0}).sort("created_at", DESCENDING)
         return await cursor.limit(LIST_LIMIT).to_list(LIST_LIMIT)
+
+
+def _due(now: datetime) -> Document:
+    """A message that may be sent now: queued or retrying and due, or sending with its lease run out."""
+    return {
+        "next_attempt_at": {"$lte": now},
+        "status": {"$in": [Status.PENDING, Status.RETRYING, Status.SENDING]},
+    }

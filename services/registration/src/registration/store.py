@@ -237,6 +237,8 @@ class Store:
                 projection={"_id": 1},
             )
             .sort("offer.expires_at", ASCENDING)
+            # Only registrations with an offer are in this index: no read of every registration.
+            .hint("offer.expires_at_1")
             .limit(limit)
             .to_list(limit)
         )
