@@ -66,3 +66,11 @@ bench-surge: $(STAMP)
 .PHONY: bench-scan
 bench-scan: $(STAMP)
 	$(PY) -m bench.scan_latency $(ARGS)
+
+# Registration to scan-ready per delegate (bench/results/end_to_end.json), and the cost per registration
+# and per scan at 100, 1,000 and 10,000 delegates (bench/results/scaling.json); options through ARGS.
+.PHONY: bench-e2e bench-scaling
+bench-e2e: MODULE := end_to_end
+bench-scaling: MODULE := scaling
+bench-e2e bench-scaling: $(STAMP)
+	$(PY) -m bench.$(MODULE) $(ARGS)

@@ -2,7 +2,7 @@
 
 Each benchmark writes its JSON under bench/results/ as when run alone; this adds
 bench/results/summary.json and bench/results/summary.md with the headline figures, the targets and
-the machine. Sizes are chosen so the whole run fits in about ten minutes on two cores; `--quick`
+the machine. Sizes are chosen so the whole run fits in about twenty minutes on two cores; `--quick`
 makes it smaller still.
 """
 
@@ -74,6 +74,34 @@ def _scans(report: dict[str, Any]) -> list[tuple[str, Any, str]]:
     ]
 
 
+def _end_to_end(report: dict[str, Any]) -> list[tuple[str, Any, str]]:
+    stages, scans = report["stages_ms"], report["median"]["scans"]
+    return [
+        ("registration to ready (ticket email in and scan-ready) p50 / p99 (ms)",
+         f"{stages['ready']['p50']} / {stages['ready']['p99']}", ""),
+        ("reply / ticket / email / scan-ready p50 (ms)",
+         " / ".join(str(stages[stage]["p50"]) for stage in ("reply", "ticket", "email", "scan_ready")), ""),
+        ("delegates admitted at the door / registered", f"{scans['admitted']} / {report['median']['registrations']}",
+         "all"),
+    ]
+
+
+def _scaling(report: dict[str, Any]) -> list[tuple[str, Any, str]]:
+    largest, flat = report["sizes"][-1], report["flatness"]
+
+    def ratios(figure: str) -> str:
+        return ", ".join(f"{sizes}: {ratio}" for sizes, ratio in flat.get(figure, {}).items())
+
+    return [
+        (f"CPU per registration at {largest['delegates']} delegates (ms); largest ÷ smaller size",
+         f"{largest['registration']['cpu_ms_per_registration']['total']}; "
+         f"{ratios('cpu_ms_per_registration.total')}", "flat (1.0)"),
+        (f"CPU per scan at {largest['delegates']} delegates (ms); largest ÷ smaller size",
+         f"{largest['scanning']['cpu_ms_per_scan']['total']}; {ratios('cpu_ms_per_scan.total')}", "flat (1.0)"),
+        ("every delegate ready and admitted at every size", report["meets_target"]["complete"], "true"),
+    ]
+
+
 BENCHMARKS = [
     Benchmark("registration surge", "bench.registration_surge", ["--delegates", "1000", "--runs", "3"],
               ["--delegates", "300", "--runs", "1"], _surge),
@@ -83,6 +111,11 @@ BENCHMARKS = [
               ["--registrations", "100", "--runs", "1"], _inbox),
     Benchmark("scan latency", "bench.scan_latency", ["--runs", "1"],
               ["--delegates", "100", "--duration", "10", "--runs", "1"], _scans),
+    Benchmark("registration to scan-ready", "bench.end_to_end", ["--registrations", "400", "--rate", "20"],
+              ["--registrations", "100", "--rate", "10"], _end_to_end),
+    # Larger sizes take longer than the rest together; `make bench-scaling` runs 10,000.
+    Benchmark("cost as the event grows", "bench.scaling", ["--sizes", "100", "1000"],
+              ["--sizes", "50", "500"], _scaling),
 ]
 
 

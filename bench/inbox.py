@@ -15,7 +15,7 @@ import statistics
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
 from email.policy import default
 from pathlib import Path
@@ -77,6 +77,56 @@ def percentile(ordered: list[float], q: float) -> float | None:
     return round(ordered[min(len(ordered) - 1, max(0, int(q * len(ordered) + 0.999999) - 1))], 1)
 
 
+def spread(values: list[float]) -> dict[str, float | None]:
+    """p50, p90, p99 and max of `values`, in any order."""
+    ordered = sorted(values)
+    return {
+        "p50": percentile(ordered, 0.50),
+        "p90": percentile(ordered, 0.90),
+        "p99": percentile(ordered, 0.99),
+        "max": percentile(ordered, 1.0),
+    }
+
+
+@dataclass
+class Attempt:
+    """One delegate's registration as they saw it."""
+
+    # When the POST went out and when its reply came back (seconds since the epoch).
+    sent_at: float
+    replied_at: float | None = None
+    # The HTTP status, or the name of the client's error.
+    status: int | str | None = None
+    # The reply, for a registration accepted (201).
+    body: dict[str, Any] = field(default_factory=dict)
+
+
+def register_at_rate(
+    http: httpx.AsyncClient, url: str, crowd: list[dict[str, Any]], rate: float, start: float
+) -> tuple[dict[str, Attempt], list[asyncio.Task[None]]]:
+    """Each delegate's POST on its schedule, `rate` a second from `start` (epoch), whatever earlier replies take.
+
+    Open loop: a slow reply delays no one else. Attempts join the table, by address, as they are sent;
+    the tasks end when every reply is in.
+    """
+    attempts: dict[str, Attempt] = {}
+
+    async def register(delegate: dict[str, Any], at: float) -> None:
+        await asyncio.sleep(max(0.0, at - time.time()))
+        attempt = attempts[delegate["email"].lower()] = Attempt(time.time())
+        try:
+            reply = await http.post(url, json=delegate)
+        except httpx.HTTPError as exc:
+            attempt.status = type(exc).__name__
+            return
+        attempt.replied_at, attempt.status = time.time(), reply.status_code
+        if reply.status_code == 201:
+            attempt.body = reply.json()
+
+    tasks = [asyncio.create_task(register(delegate, start + n / rate)) for n, delegate in enumerate(crowd)]
+    return attempts, tasks
+
+
 async def create_event(http: httpx.AsyncClient, registration_url: str, admin_token: str, capacity: int) -> str:
     reply = await http.post(
         f"{registration_url}/api/v1/events",
@@ -103,23 +153,10 @@ async def one_run(http: httpx.AsyncClient, stack: Any, args: argparse.Namespace,
     inbox = Inbox(stack.config.maildir)
     inbox.new_arrivals()  # earlier runs' emails are not this run's
     crowd = delegates(args.registrations, tag=f"inbox{number}{uuid.uuid4().hex[:4]}")
-    sent_at: dict[str, float] = {}
-    statuses: dict[str, int | str] = {}
-
-    async def register(delegate: dict[str, Any], at: float) -> None:
-        await asyncio.sleep(max(0.0, at - time.time()))
-        address = delegate["email"].lower()
-        sent_at[address] = time.time()
-        try:
-            reply = await http.post(f"{registration_url}/api/v1/events/{event_id}/registrations", json=delegate)
-            statuses[address] = reply.status_code
-        except httpx.HTTPError as exc:
-            statuses[address] = type(exc).__name__
-
     started = time.time() + 0.5
-    tasks = [
-        asyncio.create_task(register(delegate, started + n / args.rate)) for n, delegate in enumerate(crowd)
-    ]
+    attempts, tasks = register_at_rate(
+        http, f"{registration_url}/api/v1/events/{event_id}/registrations", crowd, args.rate, started
+    )
     arrived: dict[str, float] = {}
     doubled = 0
     deadline = started + args.registrations / args.rate + args.settle_timeout
@@ -130,13 +167,14 @@ async def one_run(http: httpx.AsyncClient, stack: Any, args: argparse.Namespace,
             if arrival.recipient in arrived:
                 doubled += 1
             arrived.setdefault(arrival.recipient, arrival.at)
-        if all(task.done() for task in tasks) and len(arrived) >= len(sent_at):
+        if all(task.done() for task in tasks) and len(arrived) >= len(attempts):
             break
         await asyncio.sleep(0.05)
     await asyncio.gather(*tasks)
+    sent_at = {address: attempt.sent_at for address, attempt in attempts.items()}
     finished = max(sent_at.values())
-    latencies = sorted((arrived[address] - at) * 1000 for address, at in sent_at.items() if address in arrived)
-    accepted = sum(1 for status in statuses.values() if status == 201)
+    latencies = [(arrived[address] - at) * 1000 for address, at in sent_at.items() if address in arrived]
+    accepted = sum(1 for attempt in attempts.values() if attempt.status == 201)
     return {
         "registrations": len(sent_at),
         "accepted": accepted,
@@ -144,12 +182,7 @@ async def one_run(http: httpx.AsyncClient, stack: Any, args: argparse.Namespace,
         "emails_arrived": len(arrived),
         "emails_missing": len(sent_at) - len(arrived),
         "emails_doubled": doubled,
-        "latency_ms": {
-            "p50": percentile(latencies, 0.50),
-            "p90": percentile(latencies, 0.90),
-            "p99": percentile(latencies, 0.99),
-            "max": percentile(latencies, 1.0),
-        },
+        "latency_ms": spread(latencies),
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }
 

@@ -16,6 +16,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -30,7 +31,7 @@ from bench.http1 import Connection, Http1Error
 from bench.inbox import Inbox
 from bench.runner import run_benchmark, stack_config
 from plenary_stack.processes import Child
-from plenary_stack.stack import EmbeddedStack
+from plenary_stack.stack import EmbeddedStack, StackConfig
 
 RESULTS = Path(__file__).parent / "results" / "registration_surge.json"
 TARGET = {"confirmed_per_minute": 6000, "p99_ms": 300, "oversold": 0}
@@ -362,14 +363,6 @@ def verdict(runs: list[dict[str, Any]], median: dict[str, Any]) -> dict[str, boo
     }
 
 
-async def all_runs(stack: EmbeddedStack, args: argparse.Namespace, runs: list[dict[str, Any]]) -> None:
-    """Each run's figures go into `runs` as soon as it ends, so an interrupted benchmark still reports them."""
-    for number in range(1, args.runs + 1):
-        print(f"run {number}/{args.runs}: {args.delegates} delegates, {args.capacity} places", file=sys.stderr)
-        runs.append(await one_run(stack, args, number))
-        print(json.dumps(runs[-1]), file=sys.stderr)
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.registration_surge", description=__doc__)
     parser.add_argument("--delegates", type=int, default=3000, help="delegates registering at once [3000]")
@@ -403,16 +396,40 @@ def report(args: argparse.Namespace, description: dict[str, Any], runs: list[dic
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def run_described(
+    name: str,
+    args: argparse.Namespace,
+    config: Callable[[Path], StackConfig],
+    one_run: Callable[[EmbeddedStack, argparse.Namespace, int], Coroutine[Any, Any, dict[str, Any]]],
+    heading: Callable[[argparse.Namespace, int], str],
+    report_of: Callable[[argparse.Namespace, dict[str, Any], list[dict[str, Any]]], dict[str, Any]],
+) -> int:
+    """`run_benchmark` for `args.runs` runs, one after another, and a report that names the machine.
+
+    Each run's figures go into the report as soon as it ends, so an interrupted benchmark still
+    reports them; `args.output` and `args.keep` are used as given.
+    """
     description = machine()
+
+    async def all_runs(stack: EmbeddedStack, runs: list[dict[str, Any]]) -> None:
+        for number in range(1, args.runs + 1):
+            print(f"run {number}/{args.runs}: {heading(args, number)}", file=sys.stderr)
+            runs.append(await one_run(stack, args, number))
+            print(json.dumps(runs[-1]), file=sys.stderr)
+
     return run_benchmark(
+        name, config, all_runs, lambda runs: report_of(args, description, runs), args.output, keep=args.keep
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_described(
         "surge",
+        parse_args(argv),
         stack_config,
-        lambda stack, runs: all_runs(stack, args, runs),
-        lambda runs: report(args, description, runs),
-        args.output,
-        keep=args.keep,
+        one_run,
+        lambda args, _: f"{args.delegates} delegates, {args.capacity} places",
+        report,
     )
 
 

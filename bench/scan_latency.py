@@ -38,13 +38,13 @@ from bench.registration_surge import (
     cpu_seconds,
     document_server_requests,
     load_average,
-    machine,
     median_of,
     percentiles,
     processes,
+    run_described,
     run_surge,
 )
-from bench.runner import run_benchmark, stack_config
+from bench.runner import stack_config
 from plenary_kit import ticketcode
 from plenary_stack.stack import EmbeddedStack
 
@@ -188,36 +188,35 @@ def plan_scans(
     return plan
 
 
+async def scan_once(doors: Doors, path: str, scan: PlannedScan) -> Outcome:
+    """One scan from its gate's phone: the verdict, or why there was none."""
+    connection = doors.take(scan.gate)
+    outcome = Outcome(scan, sent=time.perf_counter())
+    try:
+        status, raw = await connection.post_json(path, scan.payload)
+        outcome.replied = time.perf_counter()
+        if status == 200:
+            outcome.verdict = str(json.loads(raw)["verdict"])
+        else:
+            outcome.error = str(status)
+    except (Http1Error, OSError, TimeoutError, ValueError, KeyError) as exc:
+        outcome.error = type(exc).__name__
+        # The connection may hold half a reply: start afresh next time.
+        await connection.close()
+    doors.give(scan.gate, connection)
+    return outcome
+
+
 async def scan_on_schedule(doors: Doors, path: str, plan: list[PlannedScan]) -> tuple[list[Outcome], float]:
     """Start every scan at its time, whether or not earlier ones have been answered; returns the start."""
-    outcomes: list[Outcome] = []
-
-    async def fire(scan: PlannedScan) -> None:
-        connection = doors.take(scan.gate)
-        outcome = Outcome(scan, sent=time.perf_counter())
-        outcomes.append(outcome)
-        try:
-            status, raw = await connection.post_json(path, scan.payload)
-            outcome.replied = time.perf_counter()
-            if status == 200:
-                outcome.verdict = str(json.loads(raw)["verdict"])
-            else:
-                outcome.error = str(status)
-        except (Http1Error, OSError, TimeoutError, ValueError, KeyError) as exc:
-            outcome.error = type(exc).__name__
-            # The connection may hold half a reply: start afresh next time.
-            await connection.close()
-        doors.give(scan.gate, connection)
-
     start = time.perf_counter() + 0.2
     tasks = []
     for scan in plan:
         delay = start + scan.offset - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(fire(scan)))
-    await asyncio.gather(*tasks)
-    return outcomes, start
+        tasks.append(asyncio.create_task(scan_once(doors, path, scan)))
+    return list(await asyncio.gather(*tasks)), start
 
 
 async def watch_dashboard(http: httpx.AsyncClient, url: str, headers: dict[str, str], dashboard: Dashboard) -> None:
@@ -516,17 +515,6 @@ async def one_run(stack: EmbeddedStack, args: argparse.Namespace, number: int) -
     }
 
 
-async def all_runs(stack: EmbeddedStack, args: argparse.Namespace, runs: list[dict[str, Any]]) -> None:
-    """Each run's figures go into `runs` as soon as it ends, so an interrupted benchmark still reports them."""
-    for number in range(1, args.runs + 1):
-        print(
-            f"run {number}/{args.runs}: {args.delegates} delegates, {args.rate:g} scans/s for {args.duration:g} s",
-            file=sys.stderr,
-        )
-        runs.append(await one_run(stack, args, number))
-        print(json.dumps(runs[-1]), file=sys.stderr)
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.scan_latency", description=__doc__)
     parser.add_argument("--rate", type=float, default=100.0, help="scans per second, all gates together [100]")
@@ -596,15 +584,13 @@ def report(args: argparse.Namespace, description: dict[str, Any], runs: list[dic
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    description = machine()
-    return run_benchmark(
+    return run_described(
         "scan",
+        parse_args(argv),
         stack_config,
-        lambda stack, runs: all_runs(stack, args, runs),
-        lambda runs: report(args, description, runs),
-        args.output,
-        keep=args.keep,
+        one_run,
+        lambda args, _: f"{args.delegates} delegates, {args.rate:g} scans/s for {args.duration:g} s",
+        report,
     )
 
 
