@@ -60,12 +60,14 @@ log = get_logger(__name__)
 
 SOURCE = "notifications"
 
-# How long a message named by the consumer is tried by key before it is left to the search.
+# How long a message named by the consumer is tried by key, from its first try, before it is left
+# to the search (its transaction may not have committed when it was named).
 NAMED_SECONDS = 2.0
-# How soon a named message not yet committed is tried again.
+# How soon a named message not claimable yet is tried again.
 NAMED_RETRY_SECONDS = 0.02
-# While named messages keep the sender busy, it still searches for every due message this often.
-SEARCH_SECONDS = 2.0
+# While named messages keep the sender busy, it still searches for every due message this often
+# (retries, reminders, other senders' leftovers). The search reads every due message, so not often.
+SEARCH_SECONDS = 5.0
 
 MESSAGES = Counter("plenary_notifications_total", "Delivery attempts by kind and outcome", ["kind", "outcome"])
 DELIVERY_SECONDS = Histogram(
@@ -123,15 +125,15 @@ class Sender:
         self._rng = rng or random.Random()
         self._envelope_from = parseaddr(settings.mail_from)[1]
         self._wake = asyncio.Event()
-        # Messages queued in this process, by key, with when they were named: claimed by key first.
-        self._named: dict[str, float] = {}
+        # Messages queued in this process, by key, in the order named, with when each was first tried
+        # (None: not yet): claimed by key before anything is searched for.
+        self._named: dict[str, float | None] = {}
         self._last_search = 0.0
 
     def nudge(self, keys: Iterable[str] = ()) -> None:
         """Messages were queued (these, where the caller knows them): look now rather than at the next poll."""
-        now = time.monotonic()
         for key in keys:
-            self._named.setdefault(key, now)
+            self._named.setdefault(key, None)
         self._wake.set()
 
     async def run(self) -> None:
@@ -181,15 +183,20 @@ class Sender:
         lease_until, claim = now + domain.LEASE, str(uuid.uuid4())
         claimed: list[Document] = []
         started = time.monotonic()
-        self._named = {key: at for key, at in self._named.items() if started - at < NAMED_SECONDS}
         named = list(self._named)[: self._batch]
         if named:
             claimed = await self._store.claim(named, now, lease_until, claim)
+            taken = {message["_id"] for message in claimed}
+            for key in named:
+                tried = self._named.pop(key)
+                # Not claimable yet: to the back of the line, until it has been tried for NAMED_SECONDS.
+                if key not in taken and (tried is None or started - tried < NAMED_SECONDS):
+                    self._named[key] = started if tried is None else tried
         if len(claimed) < self._batch and (not named or started - self._last_search >= SEARCH_SECONDS):
             self._last_search = started
             claimed += await self._store.claim_due(now, lease_until, claim, self._batch - len(claimed))
-        for message in claimed:
-            self._named.pop(message["_id"], None)
+            for message in claimed:
+                self._named.pop(message["_id"], None)
         return claimed
 
     async def _deliver(self, message: Document) -> None:
