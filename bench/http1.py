@@ -19,7 +19,9 @@ class Http1Error(Exception):
 
 
 class Connection:
-    def __init__(self, url: str, timeout: float = 60.0, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, url: str, timeout: float = 60.0, headers: Mapping[str, str] | None = None, retry_stale: bool = False
+    ) -> None:
         parts = urlsplit(url)
         if parts.scheme != "http" or parts.hostname is None:
             raise ValueError(f"plain http URLs only, not {url!r}")
@@ -31,6 +33,10 @@ class Connection:
         self._headers = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        # A kept-alive connection the server closed while it was idle fails on its next request, as in
+        # any HTTP client; with this set, such a request is sent once more on a new connection. Only
+        # for requests that are safe to repeat (a scan, which carries its nonce).
+        self._retry_stale = retry_stale
 
     async def post_json(self, path: str, payload: Any) -> tuple[int, bytes]:
         body = json.dumps(payload, separators=(",", ":")).encode()
@@ -41,6 +47,7 @@ class Connection:
         return await asyncio.wait_for(self._exchange(head + body), self._timeout)
 
     async def _exchange(self, request: bytes) -> tuple[int, bytes]:
+        reused = self._writer is not None
         if self._writer is None:
             self._reader, self._writer = await asyncio.open_connection(self._host, self._port)
         assert self._reader is not None
@@ -50,6 +57,8 @@ class Connection:
             body = await self._reader.readexactly(length)
         except (OSError, asyncio.IncompleteReadError) as exc:
             await self.close()
+            if reused and self._retry_stale:
+                return await self._exchange(request)
             raise Http1Error(type(exc).__name__) from exc
         if close:
             await self.close()
@@ -58,6 +67,8 @@ class Connection:
     @staticmethod
     async def _read_head(reader: asyncio.StreamReader) -> tuple[int, int, bool]:
         status_line = await reader.readline()
+        if not status_line:
+            raise ConnectionResetError("closed by the server")
         if not status_line.startswith(b"HTTP/1.1 "):
             raise Http1Error("not an HTTP/1.1 response")
         status = int(status_line[9:12])

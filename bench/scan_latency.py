@@ -79,7 +79,9 @@ class Doors:
         idle = self._idle[gate]
         if idle:
             return idle.pop()
-        connection = Connection(self._url, self._timeout, {"Authorization": f"Bearer {self._tokens[gate]}"})
+        connection = Connection(
+            self._url, self._timeout, {"Authorization": f"Bearer {self._tokens[gate]}"}, retry_stale=True
+        )
         self._all.append(connection)
         return connection
 
