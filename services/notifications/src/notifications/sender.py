@@ -215,7 +215,9 @@ class Sender:
                     return
                 message = {**message, "content": current.model_dump()}
             try:
-                email, recipient = self._compose(message)
+                # Building a message with its QR image is tens of milliseconds of CPU: in a thread,
+                # so the consumer sharing this event loop keeps queuing meanwhile.
+                email, recipient = await asyncio.to_thread(self._compose, message)
             except Exception as exc:
                 # A message that cannot be built never will be: fail it rather than retry for a day.
                 failure = DeliveryFailure(f"not composed: {type(exc).__name__}", permanent=True, reason="compose")
