@@ -52,7 +52,7 @@ clean:
 	rm -rf $(VENV) var
 
 # Every benchmark, each on a stack of its own; JSON per benchmark and bench/results/summary.md.
-# make bench ARGS=--quick for smaller sizes.
+# make bench ARGS=--quick for smaller sizes, ARGS=--full for the scaling run at 10,000 delegates too.
 .PHONY: bench
 bench: $(STAMP)
 	$(PY) -m bench.all $(ARGS)

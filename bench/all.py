@@ -29,6 +29,8 @@ class Benchmark:
     module: str
     args: list[str]
     quick_args: list[str]
+    # With --full: the sizes the issue names, when they take longer than the rest together.
+    full_args: list[str] | None
     # Headline figures from the benchmark's JSON: (what, value, target or "").
     headline: Callable[[dict[str, Any]], list[tuple[str, Any, str]]]
 
@@ -104,31 +106,35 @@ def _scaling(report: dict[str, Any]) -> list[tuple[str, Any, str]]:
 
 BENCHMARKS = [
     Benchmark("registration surge", "bench.registration_surge", ["--delegates", "1000", "--runs", "3"],
-              ["--delegates", "300", "--runs", "1"], _surge),
+              ["--delegates", "300", "--runs", "1"], None, _surge),
     Benchmark("ticket codes and QR", "bench.ticketing", ["--codes", "1000", "--runs", "5"],
-              ["--codes", "200", "--runs", "3"], _ticketing),
+              ["--codes", "200", "--runs", "3"], None, _ticketing),
     Benchmark("registration to inbox", "bench.inbox", ["--registrations", "300", "--runs", "1"],
-              ["--registrations", "100", "--runs", "1"], _inbox),
+              ["--registrations", "100", "--runs", "1"], None, _inbox),
     Benchmark("scan latency", "bench.scan_latency", ["--runs", "1"],
-              ["--delegates", "100", "--duration", "10", "--runs", "1"], _scans),
+              ["--delegates", "100", "--duration", "10", "--runs", "1"], None, _scans),
     Benchmark("registration to scan-ready", "bench.end_to_end", ["--registrations", "400", "--rate", "20"],
-              ["--registrations", "100", "--rate", "10"], _end_to_end),
-    # Larger sizes take longer than the rest together; `make bench-scaling` runs 10,000.
+              ["--registrations", "100", "--rate", "10"], None, _end_to_end),
+    # 10,000 delegates take longer than everything else together: with --full, or `make bench-scaling`.
     Benchmark("cost as the event grows", "bench.scaling", ["--sizes", "100", "1000"],
-              ["--sizes", "50", "500"], _scaling),
+              ["--sizes", "50", "500"], ["--sizes", "100", "1000", "10000"], _scaling),
 ]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.all", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smaller sizes, for a first look")
+    sizes = parser.add_mutually_exclusive_group()
+    sizes.add_argument("--quick", action="store_true", help="smaller sizes, for a first look")
+    sizes.add_argument(
+        "--full", action="store_true", help="the scaling run at 10,000 delegates too (about half an hour in all)"
+    )
     args = parser.parse_args(argv)
     RESULTS.mkdir(exist_ok=True)
     outcomes: list[dict[str, Any]] = []
     for benchmark in BENCHMARKS:
         output = RESULTS / f"{benchmark.module.split('.')[-1]}.json"
-        command = [sys.executable, "-m", benchmark.module, *(benchmark.quick_args if args.quick else benchmark.args),
-                   "--output", str(output)]
+        chosen = benchmark.quick_args if args.quick else (args.full and benchmark.full_args) or benchmark.args
+        command = [sys.executable, "-m", benchmark.module, *chosen, "--output", str(output)]
         print(f"== {benchmark.name}: {' '.join(command[1:])}", file=sys.stderr, flush=True)
         started = time.monotonic()
         run = subprocess.run(command, stdout=subprocess.DEVNULL, check=False)
