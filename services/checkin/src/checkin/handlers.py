@@ -90,11 +90,10 @@ class Projection:
                 "event_id": revoked.event_id,
                 "revoked_at": envelope.time,
                 "revoke_reason": revoked.reason,
+                "version": await self._store.next_version(revoked.event_id, session),
             },
             session,
         )
-        version = await self._store.next_version(revoked.event_id, session)
-        await self._store.stamp_ticket(revoked.ticket_id, version, session)
 
     async def registration_confirmed(self, envelope: Envelope, data: events.EventData, session: Session) -> None:
         await self.confirmed_many([(envelope, data)], session)

@@ -79,9 +79,6 @@ class Store:
         found = await self.versions.find_one({"_id": event_id})
         return int(found["n"]) if found else 0
 
-    async def stamp_ticket(self, ticket_id: str, version: int, session: Session) -> None:
-        await self.tickets.update_one({"_id": ticket_id}, {"$set": {"version": version}}, session=session)
-
     async def stamp_registration(self, registration_id: str, version: int, session: Session) -> None:
         await self.registrations.update_one(
             {"_id": registration_id}, {"$set": {"version": version}}, session=session

@@ -61,10 +61,10 @@ class Batched:
         await self.many([(envelope, data)], session)
 
 
-def event_context(envelope: Envelope) -> AbstractContextManager[None]:
-    """Log lines written while handling `envelope` carry its correlation and causation ids."""
+def event_context(envelope: Envelope, **more: str) -> AbstractContextManager[None]:
+    """Log lines written while handling `envelope` carry its correlation and causation ids (and `more`)."""
     return structlog.contextvars.bound_contextvars(
-        correlation_id=envelope.correlationid, causation_id=envelope.id, event_type=envelope.type
+        correlation_id=envelope.correlationid, causation_id=envelope.id, event_type=envelope.type, **more
     )
 
 
@@ -250,12 +250,7 @@ class Consumer:
         self._after_commit()
 
     def _bound(self, envelope: Envelope) -> AbstractContextManager[None]:
-        return structlog.contextvars.bound_contextvars(
-            correlation_id=envelope.correlationid,
-            causation_id=envelope.id,
-            event_type=envelope.type,
-            consumer=self.name,
-        )
+        return event_context(envelope, consumer=self.name)
 
     async def _handle(self, pending: _Pending, attempts: int = 0) -> None:
         with self._bound(pending.envelope):
