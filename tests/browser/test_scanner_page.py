@@ -19,7 +19,7 @@ import pytest
 import zxingcpp
 from browsing import CHROMIUM, CHROMIUM_ARGS, PHONE, WORKSHOPS_OFFERED, assert_readable
 from camera import framed, write_y4m
-from journey import attendance, create_event, decode_inline_qr, eventually, messages_to, organiser
+from journey import attendance, create_event, decode_inline_qr, eventually, messages_to, organiser, scan
 from PIL import Image
 from playwright.async_api import Browser, BrowserContext, Locator, Page, async_playwright, expect
 
@@ -339,6 +339,43 @@ async def test_with_the_network_cut_the_ticket_list_admits_and_the_queue_syncs_o
     await expect(result).to_contain_text(second)
     await expect(result).to_contain_text(re.compile(rf"Inside: admitted \d\d:\d\d at {GATE}"))
     await _screenshot(page, artefacts, "search")
+
+
+async def test_admissions_heard_in_a_delta_sync_join_those_the_phone_had_and_judge_offline(
+    phone_with_camera: Phone, stack: EmbeddedStack, http: httpx.AsyncClient
+) -> None:
+    event_id = await create_event(http, stack)
+    early, later, waiting = "Siobhán Murphy", "Kwame Mensah", "Ewa Nowak"
+    [(early_code, _), (later_code, _), (waiting_code, _)] = await _listed(http, stack, event_id, early, later, waiting)
+    assert (await scan(http, stack, event_id, early_code, "Side door"))["verdict"] == "admitted"
+    page = await phone_with_camera([(EMPTY_HALL, 5)])
+    await _enrol(page, http, stack, event_id, "Door phone 4")
+    await _ticket_list_loaded(page, 3)
+    body = page.locator("body")
+    complete = int(await body.get_attribute("data-list-version") or 0)
+
+    # While this phone is away, another door lets a second delegate in; back online, the phone
+    # syncs only what changed since its list.
+    await page.context.set_offline(True)
+    await _wedge(page, waiting_code)
+    await _verdict(page, "admitted", waiting, "offline")
+    await _back_to_scanning(page)
+    assert (await scan(http, stack, event_id, later_code, "Side door"))["verdict"] == "admitted"
+    await page.context.set_offline(False)
+    await expect(page.locator("#connection")).to_have_attribute("data-queue", "0", timeout=VERDICT_TIMEOUT_MS)
+
+    async def synced_past_the_admission() -> bool:
+        return int(await body.get_attribute("data-list-version") or 0) > complete
+
+    await eventually(synced_past_the_admission, timeout=10, what="the phone's delta sync")
+
+    # Offline again, it knows both: the admission from its complete list and the one from the delta.
+    await page.context.set_offline(True)
+    await _wedge(page, later_code)
+    await _verdict(page, "already_admitted", later, "Side door")
+    await _back_to_scanning(page)
+    await _wedge(page, early_code)
+    await _verdict(page, "already_admitted", early, "Side door")
 
 
 async def test_forged_and_garbled_codes_are_refused_and_scanning_carries_on(

@@ -751,6 +751,7 @@ async def test_snapshot_gives_devices_every_ticket_then_only_the_changes(checkin
         f"/api/v1/events/{box.event_id}/snapshot", params={"since": whole["version"]}, headers=door
     )).json()
     assert (unchanged["complete"], unchanged["tickets"], unchanged["version"]) == (False, [], whole["version"])
+    assert unchanged["admissions"] == []
 
     await checkin.publish(box.cancelled(leaving.registration_id, "José Nguyễn"))
     await checkin.publish(box.revoked(leaving.ticket_id, leaving.registration_id))
@@ -762,9 +763,49 @@ async def test_snapshot_gives_devices_every_ticket_then_only_the_changes(checkin
     assert [(t["ticket_id"], t["status"]) for t in delta["tickets"]] == [(leaving.ticket_id, "revoked")]
     assert delta["revocations"] == [leaving.ticket_id]
 
+    assert delta["admissions"] == []
+
     elsewhere = await checkin.http.get(f"/api/v1/events/{box.event_id}/snapshot", headers=foreign)
     anonymous = await checkin.http.get(f"/api/v1/events/{box.event_id}/snapshot")
     assert (elsewhere.status_code, anonymous.status_code) == (403, 401)
+
+
+async def test_snapshot_delta_carries_only_the_admissions_that_moved_since(checkin: Checkin) -> None:
+    box = Box()
+    early = await checkin.delegate(box, "Aoife Brennan")
+    late = await checkin.delegate(box, "Tomasz Kowalski")
+    never = await checkin.delegate(box, "Priya Raman")
+    door = await device_of(checkin, box.event_id, "North")
+    await checkin.verdict(box.event_id, early.code, headers=door)
+    synced = (await checkin.http.get(f"/api/v1/events/{box.event_id}/snapshot", headers=door)).json()
+    assert [a["ticket_id"] for a in synced["admissions"]] == [early.ticket_id]
+
+    async def delta(since: int) -> dict[str, Any]:
+        reply = await checkin.http.get(
+            f"/api/v1/events/{box.event_id}/snapshot", params={"since": since}, headers=door
+        )
+        return reply.json()  # type: ignore[no-any-return]
+
+    # A newcomer comes through; the one already inside is not sent again.
+    await checkin.verdict(box.event_id, late.code, headers=door)
+    arrived = await delta(synced["version"])
+    assert arrived["version"] > synced["version"]
+    assert [(a["ticket_id"], a["inside"]) for a in arrived["admissions"]] == [(late.ticket_id, True)]
+    assert arrived["tickets"] == []
+
+    # Someone stepping out is a change too; a repeated scan of someone inside changes nothing.
+    await checkin.verdict(box.event_id, early.code, direction="out", headers=door)
+    assert (await checkin.verdict(box.event_id, late.code, headers=door))["verdict"] == "already_admitted"
+    left = await delta(arrived["version"])
+    assert [(a["ticket_id"], a["inside"]) for a in left["admissions"]] == [(early.ticket_id, False)]
+    assert (await delta(left["version"]))["admissions"] == []
+
+    # A complete snapshot still lists everyone admitted, and never the one who did not come.
+    whole = (await checkin.http.get(f"/api/v1/events/{box.event_id}/snapshot", headers=door)).json()
+    assert {a["ticket_id"]: a["inside"] for a in whole["admissions"]} == {
+        early.ticket_id: False, late.ticket_id: True
+    }
+    assert never.ticket_id not in {a["ticket_id"] for a in whole["admissions"]}
 
 
 async def test_no_shows_are_listed_and_exported_safely(checkin: Checkin) -> None:

@@ -324,14 +324,20 @@ class Scans:
 
     async def _write(self, event_id: str, batch: _Batch, session: Session) -> None:
         store = self._store
-        if batch.new_admissions:
-            await store.insert_admissions(list(batch.new_admissions.values()), session)
         moved = {
             ticket_id: admission
             for ticket_id, admission in batch.admissions.items()
             if ticket_id in batch.read_counts
             and (admission.get("entries", 0), admission.get("exits", 0)) != batch.read_counts[ticket_id]
         }
+        if batch.new_admissions or moved:
+            # One snapshot version for every admission this batch changes: door phones syncing a
+            # delta get these and no others.
+            version = await store.next_version(event_id, session)
+            for admission in (*batch.new_admissions.values(), *moved.values()):
+                admission["version"] = version
+        if batch.new_admissions:
+            await store.insert_admissions(list(batch.new_admissions.values()), session)
         if moved and not await store.move_admissions(moved, batch.read_counts, session):
             raise _Contended()
         if batch.new_rooms:

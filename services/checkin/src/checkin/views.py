@@ -29,8 +29,9 @@ def _key_text(raw: bytes) -> str:
 class Snapshots:
     """The event as a door device needs it offline: every ticket's holder and status, keys, admissions.
 
-    Versions come from the projection's per-event counter; a device sends back the version it has
-    and gets only the tickets changed since, plus the full (small) list of admissions.
+    Versions come from the event's counter, which ticket, registration and admission changes all
+    take; a device sends back the version it has and gets only the tickets and admissions changed
+    since.
     """
 
     def __init__(self, store: Store) -> None:
@@ -59,7 +60,7 @@ class Snapshots:
                     "first_gate": row["first_gate"],
                     "inside": row["inside"],
                 }
-                for row in await self._store.admissions_for(event_id)
+                for row in await self._store.admissions_for(event_id, since)
             ],
         }
 

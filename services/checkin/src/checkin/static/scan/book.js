@@ -95,7 +95,10 @@ export class TicketBook {
       keys: reply.keys?.length ? reply.keys : (base?.keys ?? []),
       tickets,
       revocations: [...revocations],
-      admissions: Object.fromEntries((reply.admissions ?? []).map((a) => [a.ticket_id, a])),
+      admissions: {
+        ...(reply.complete ? {} : base.admissions),
+        ...Object.fromEntries((reply.admissions ?? []).map((a) => [a.ticket_id, a])),
+      },
       fetched_at: Date.now(),
     };
     await db.put(db.SNAPSHOT, record);

@@ -3,7 +3,7 @@
 // when the network fails or is slower than NETWORK_DEADLINE_MS. The API is never touched here (scans
 // and the ticket list have their own offline handling in the page).
 
-const CACHE = "plenary-door-v2";
+const CACHE = "plenary-door-v3";
 const NETWORK_DEADLINE_MS = 2000;
 const SHELL = [
   "/scan",
