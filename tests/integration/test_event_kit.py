@@ -86,6 +86,8 @@ async def test_relay_publishes_committed_events_in_order_and_marks_them_sent(kit
     async def write(session: Session) -> None:
         await outbox.add(session, *written)
 
+    # Stored times keep milliseconds: a millisecond back, `before` is surely earlier than the rows.
+    before = datetime.now(UTC) - timedelta(milliseconds=1)
     await in_transaction(client, write)
     relay = asyncio.create_task(Relay(outbox, publisher, "test").run())
     try:
@@ -100,6 +102,11 @@ async def test_relay_publishes_committed_events_in_order_and_marks_them_sent(kit
             outbox, publisher, datetime.now(UTC) - timedelta(minutes=5), datetime.now(UTC) + timedelta(minutes=1)
         )
         assert replayed == 30
+        # The window is the rows' creation time, to the microsecond, and the type narrows it.
+        assert await replay(outbox, publisher, before - timedelta(minutes=5), before) == 0
+        after = datetime.now(UTC) + timedelta(minutes=1)
+        assert await replay(outbox, publisher, before, after, "registration.cancelled") == 30
+        assert await replay(outbox, publisher, before, after, "registration.confirmed") == 0
     finally:
         relay.cancel()
         await publisher.stop()

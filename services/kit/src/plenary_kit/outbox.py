@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 from aiokafka.errors import KafkaError
+from bson import ObjectId
 from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
@@ -31,14 +32,19 @@ class Outbox:
         self._wake = asyncio.Event()
 
     async def prepare(self, retention_days: int) -> None:
+        # Two indexes only: every row is written and marked sent once, and each index costs both.
+        # The relay reads unsent rows in `_id` order; replay reads a time range by `_id`, whose
+        # ObjectId carries the time the row was written.
         await self._rows.create_index([("sent_at", ASCENDING), ("_id", ASCENDING)])
-        await self._rows.create_index([("created_at", ASCENDING)])
-        await self._rows.create_index("event_id", unique=True)
         # Sent rows are kept for replay, then expire.
         await self._rows.create_index(
             "sent_at", name="sent_at_ttl", expireAfterSeconds=retention_days * 86400,
             partialFilterExpression={"sent_at": {"$type": "date"}},
         )
+        existing = await self._rows.index_information()
+        for retired in ("created_at_1", "event_id_1"):
+            if retired in existing:
+                await self._rows.drop_index(retired)
 
     async def add(self, session: Session, *envelopes: Envelope) -> None:
         """Record events inside the caller's transaction; they become visible only if it commits."""
@@ -83,10 +89,14 @@ class Outbox:
         )
 
     async def between(self, since: datetime, until: datetime, event_type: str | None) -> list[Document]:
-        query: Document = {"created_at": {"$gte": since, "$lt": until}}
-        if event_type:
-            query["type"] = event_type
-        return await self._rows.find(query).sort("_id", ASCENDING).to_list(None)
+        """Rows created in [since, until), oldest first, read by `_id` (its ObjectId holds the second)."""
+        by_id = {"$gte": ObjectId.from_datetime(since), "$lt": ObjectId.from_datetime(until + timedelta(seconds=1))}
+        rows = await self._rows.find({"_id": by_id}).sort("_id", ASCENDING).to_list(None)
+        return [
+            row
+            for row in rows
+            if since <= row["created_at"] < until and (not event_type or row["type"] == event_type)
+        ]
 
     async def count_pending(self) -> int:
         return await self._rows.count_documents({"sent_at": None})
