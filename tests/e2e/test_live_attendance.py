@@ -93,6 +93,12 @@ async def test_stream_shows_a_scan_within_a_second_and_five_gates_admit_once(sta
             assert time.monotonic() - answered < 1.0
             assert seen["by_gate"].get("North", 0) >= 1 and seen["no_shows"] == 0
 
+            # A registration reaches the figures through the consumer, not a scan here: the reader
+            # notices the event's version move and the stream shows one more registered, not yet come.
+            await register(http, stack, event_id, f"late.{uuid.uuid4().hex[:6]}@halton-high.example")
+            seen = await asyncio.wait_for(_until(frames, lambda f: f["registered"] == 3), timeout=30)
+            assert (seen["admitted"], seen["no_shows"]) == (2, 1)
+
 
 async def _until(frames: AsyncIterator[dict[str, Any]], wanted: Any) -> dict[str, Any]:
     async for frame in frames:

@@ -330,9 +330,10 @@ class Scans:
             if ticket_id in batch.read_counts
             and (admission.get("entries", 0), admission.get("exits", 0)) != batch.read_counts[ticket_id]
         }
-        if batch.new_admissions or moved:
+        counted = {key: n for key, n in batch.changes.items() if n}
+        if batch.new_admissions or moved or counted:
             # One snapshot version for every admission this batch changes: door phones syncing a
-            # delta get these and no others.
+            # delta get these and no others, and a live reader in another process sees the figures moved.
             version = await store.next_version(event_id, session)
             for admission in (*batch.new_admissions.values(), *moved.values()):
                 admission["version"] = version
@@ -342,7 +343,7 @@ class Scans:
             raise _Contended()
         if batch.new_rooms:
             await store.insert_room_admissions(batch.new_rooms, session)
-        await store.bump(event_id, {key: n for key, n in batch.changes.items() if n}, session)
+        await store.bump(event_id, counted, session)
         if batch.alerts:
             await store.insert_alerts(batch.alerts, session)
         if batch.scans:

@@ -288,12 +288,6 @@ class Store:
     async def alerts_for(self, event_id: str, limit: int) -> list[Document]:
         return await self.alerts.find({"event_id": event_id}).sort("raised_at", DESCENDING).to_list(limit)
 
-    async def latest_scan_id(self, event_id: str) -> str | None:
-        found = await self.scans.find_one(
-            {"event_id": event_id}, projection={"_id": 1}, sort=[("received_at", DESCENDING)]
-        )
-        return str(found["_id"]) if found else None
-
     # Counters: small documents per figure and shard, incremented in the transaction that changes them.
 
     async def bump(self, event_id: str, changes: dict[CounterKey, int], session: Session) -> None:

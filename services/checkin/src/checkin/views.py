@@ -132,8 +132,9 @@ class LiveAttendance:
 
     One reader per watched event, however many dashboards watch it. A scan decided in this process
     wakes the reader at once; scans decided by other replicas, and registrations arriving through
-    the consumers, are found by a cheap check of the latest scan every POLL seconds and a full
-    reading every REFRESH seconds. The figures themselves are the incrementally kept counters.
+    the consumers, move the event's snapshot version, which the reader checks every POLL seconds
+    (one document by id), and a full reading comes every REFRESH seconds whatever happened. The
+    figures themselves are the incrementally kept counters.
     """
 
     POLL = 0.25
@@ -189,7 +190,7 @@ class LiveAttendance:
         waker = self._wakers[event_id]
         loop = asyncio.get_running_loop()
         last_figures: str | None = None
-        last_scan: str | None = None
+        last_version: int | None = None
         last_read = 0.0
         while True:
             try:
@@ -200,9 +201,11 @@ class LiveAttendance:
                     woken = False
                 waker.clear()
                 if not woken:
-                    latest = await self._store.latest_scan_id(event_id)
-                    woken = latest != last_scan
-                    last_scan = latest
+                    # Scans decided in another process, and registrations counted, move the event's
+                    # version: one read by id, however many scans the event has had.
+                    latest = await self._store.version(event_id)
+                    woken = latest != last_version
+                    last_version = latest
                 if not woken and loop.time() - last_read < self.REFRESH:
                     continue
                 pause = self.MIN_INTERVAL - (loop.time() - last_read)
