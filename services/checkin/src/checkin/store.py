@@ -95,15 +95,12 @@ class Store:
         with any further condition (`$exists`, a second field beside an `$in`) by reading every
         ticket of the event, so what is not indexed is checked here.
         """
-        changed = {"event_id": event_id, "version": {"$gt": since}} if since else {"event_id": event_id}
+        changed = _changed_since(event_id, since)
         registrations = {row["_id"]: row for row in await self.registrations.find(changed).to_list(None)}
-        if since:
-            found = await self.tickets.find({"event_id": event_id, "version": {"$gt": since}}).to_list(None)
-            if registrations:
-                found += await self.tickets.find({"registration_id": {"$in": list(registrations)}}).to_list(None)
-            by_id = {ticket["_id"]: ticket for ticket in found if ticket.get("event_id") == event_id}
-        else:
-            by_id = {ticket["_id"]: ticket for ticket in await self.tickets.find({"event_id": event_id}).to_list(None)}
+        found = await self.tickets.find(changed).to_list(None)
+        if since and registrations:
+            found += await self.tickets.find({"registration_id": {"$in": list(registrations)}}).to_list(None)
+        by_id = {ticket["_id"]: ticket for ticket in found}
         # A ticket row without a type is a revocation that arrived before the ticket it revokes.
         tickets = [ticket for ticket in by_id.values() if "ticket_type" in ticket]
         missing = {ticket["registration_id"] for ticket in tickets} - set(registrations)
@@ -117,8 +114,7 @@ class Store:
 
     async def admissions_for(self, event_id: str, since: int = 0) -> list[Document]:
         """The event's admissions; with `since`, only those changed after that snapshot version."""
-        query: Document = {"event_id": event_id, "version": {"$gt": since}} if since else {"event_id": event_id}
-        return await self.admissions.find(query).to_list(None)
+        return await self.admissions.find(_changed_since(event_id, since)).to_list(None)
 
     async def counted_registrations(self, event_id: str) -> list[Document]:
         return await self.registrations.find({"event_id": event_id, "counted": True}).to_list(None)
@@ -343,6 +339,11 @@ class Store:
             "$or": [{"last_seen_at": None}, {"last_seen_at": {"$lt": now - LAST_SEEN_RESOLUTION}}],
         }
         await self.devices.update_one(condition, {"$set": {"last_seen_at": now}})
+
+
+def _changed_since(event_id: str, since: int) -> Document:
+    """The event's documents changed after snapshot version `since`; all of them for 0."""
+    return {"event_id": event_id, "version": {"$gt": since}} if since else {"event_id": event_id}
 
 
 async def _by_id(collection: AsyncCollection[Document], ids: list[str], session: Session) -> dict[str, Document]:
