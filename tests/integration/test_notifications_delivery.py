@@ -683,3 +683,42 @@ async def test_erasure_forgets_the_delegate_everywhere_and_stops_unsent_email(
     row_failed = await outbox.find_one({"key": delegate.registration_id, "type": "notification.failed"})
     assert row_failed is not None
     assert Envelope.from_bytes(bytes(row_failed["value"])).data["error"] == "erased"
+
+
+async def test_sent_marks_written_together_leave_a_lost_claim_to_its_new_holder(service: FastAPI) -> None:
+    """Three messages accepted by the SMTP server are marked in one go, but one had been taken over
+    by another sender after its lease ran out: the other two are marked sent with their events, and
+    the taken one is left, untouched, to the sender that holds it now."""
+    store: Store = service.state.store
+    now = datetime.now(UTC)
+    registration_id = str(uuid.uuid4())
+    held, taken = str(uuid.uuid4()), str(uuid.uuid4())
+    messages = [
+        {
+            "_id": f"{registration_id}:confirmation:{n}",
+            "registration_id": registration_id,
+            "kind": "confirmation",
+            "status": Status.SENDING,
+            "claim": held,
+            "attempts": 1,
+            # A lease well ahead: the running sender leaves them alone.
+            "next_attempt_at": now + timedelta(minutes=10),
+            "created_at": now,
+            "correlation_id": str(uuid.uuid4()),
+        }
+        for n in range(3)
+    ]
+    await store.messages.insert_many([dict(m) for m in messages])
+    await store.messages.update_one({"_id": messages[1]["_id"]}, {"$set": {"claim": taken}})
+
+    assert await service.state.sender.mark_sent(messages) == [True, False, True]
+
+    stored = {m["_id"]: m async for m in store.messages.find({"registration_id": registration_id})}
+    assert [stored[m["_id"]]["status"] for m in messages] == [Status.SENT, Status.SENDING, Status.SENT]
+    assert stored[messages[1]["_id"]]["claim"] == taken
+    assert "claim" not in stored[messages[0]["_id"]] and stored[messages[0]["_id"]]["sent_at"] is not None
+    recorded = await service.state.store.messages.database["outbox"].find({"key": registration_id}).to_list(None)
+    sent = [Envelope.model_validate_json(bytes(row["value"])) for row in recorded]
+    assert sorted(e.data["message_id"] for e in sent if e.type == "notification.sent") == sorted(
+        [messages[0]["_id"], messages[2]["_id"]]
+    )

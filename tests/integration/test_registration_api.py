@@ -19,10 +19,11 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from plenary_kit import sealing
 from plenary_kit.envelope import Envelope
-from plenary_kit.mongo import Document
+from plenary_kit.mongo import Document, Session
 from plenary_kit.settings import ServiceSettings
 from plenary_stack.stack import EmbeddedStack
 from registration.main import create_app
+from registration.store import Store
 
 ADMIN_TOKEN = "test-admin"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -390,6 +391,27 @@ async def test_forty_at_once_for_ten_workshop_places(service: Registration) -> N
         assert (await view(service, entry["registration_id"]))["sessions"] == ["budgets"]
     for entry in queue[3:]:
         assert (await view(service, entry["registration_id"]))["waiting_sessions"] == ["budgets"]
+
+
+async def test_registrations_arriving_together_read_the_event_once(
+    service: Registration, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Thirty delegates arrive while nothing of the event is remembered: one read checks them all."""
+    event = await create_event(service, capacity=100)
+    checks: list[str] = []
+    read = Store.event
+
+    async def counted(store: Store, event_id: str, session: Session | None = None) -> Document | None:
+        if session is None:  # the check before the desk; the admission reads it again in its transaction
+            checks.append(event_id)
+        return await read(store, event_id, session)
+
+    monkeypatch.setattr(Store, "event", counted)
+    replies = await asyncio.gather(
+        *(service.http.post(f"/api/v1/events/{event['id']}/registrations", json=a_delegate()) for _ in range(30))
+    )
+    assert [r.status_code for r in replies] == [201] * 30
+    assert checks.count(event["id"]) == 1
 
 
 async def test_workshop_queue_follows_arrival_order(service: Registration) -> None:

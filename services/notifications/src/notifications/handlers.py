@@ -88,7 +88,7 @@ class Notifications:
     def subscriptions(self) -> dict[str, Handler]:
         return {
             "registration.confirmed": Batched(self.confirmed_many),
-            "registration.waitlisted": self.registration_waitlisted,
+            "registration.waitlisted": Batched(self.waitlisted_many),
             "registration.promoted": self.registration_promoted,
             "registration.offered": self.registration_offered,
             "registration.updated": self.registration_updated,
@@ -119,14 +119,34 @@ class Notifications:
             await self._confirm_all_ready([(causes[key], recorded[key]) for key in facts], session)
 
     async def registration_waitlisted(self, envelope: Envelope, data: EventData, session: Session) -> None:
-        waitlisted = _expect(data, events.RegistrationWaitlisted)
-        projection = await self._record_snapshot(
-            waitlisted, {"waitlisted_at": envelope.time, "waitlist_position": waitlisted.position}, session
-        )
-        # A late copy must not tell a confirmed or cancelled delegate that they are waiting.
-        if projection is not None and domain.registration_status(projection) == RegistrationStatus.WAITLISTED:
-            content = domain.content(projection, self._public_url, waitlist_position=waitlisted.position)
-            await self._enqueue(envelope, Kind.WAITLISTED, "1", content, session)
+        await self.waitlisted_many([(envelope, data)], session)
+
+    async def waitlisted_many(self, items: list[tuple[Envelope, EventData]], session: Session) -> None:
+        """Waitlisted registrations (half of a surge that fills the event): facts in one write, emails queued."""
+        facts: dict[str, Document] = {}
+        causes: dict[str, tuple[Envelope, int]] = {}
+        for envelope, data in items:
+            waitlisted = _expect(data, events.RegistrationWaitlisted)
+            registration_id = waitlisted.registration_id
+            extra = {"waitlisted_at": envelope.time, "waitlist_position": waitlisted.position}
+            facts[registration_id] = {**facts.get(registration_id, {}), **self._snapshot_facts(waitlisted, extra)}
+            causes[registration_id] = (envelope, waitlisted.position)
+        known = await self._store.projections(list(facts), session)
+        for registration_id in [key for key in facts if domain.is_erased(known.get(key))]:
+            del facts[registration_id]
+        if not facts:
+            return
+        recorded = await self._store.record_many(facts, session)
+        due = []
+        for registration_id in facts:
+            projection = recorded[registration_id]
+            # A late copy must not tell a confirmed or cancelled delegate that they are waiting.
+            if domain.registration_status(projection) != RegistrationStatus.WAITLISTED:
+                continue
+            envelope, position = causes[registration_id]
+            content = domain.content(projection, self._public_url, waitlist_position=position)
+            due.append((envelope, Kind.WAITLISTED, "1", content))
+        await self._enqueue_all(due, session)
 
     async def registration_promoted(self, envelope: Envelope, data: EventData, session: Session) -> None:
         promoted = _expect(data, events.RegistrationPromoted)
