@@ -2,10 +2,11 @@
 
 Every admission moves the event's counters and every scan is audited, so scans of one event meet
 on the same documents. The desk (plenary_kit.desk) queues each event's scans in this process; a
-batch reads the tickets, holders and admissions of all its scans at once, decides the scans in
-arrival order in memory (two scans of one ticket in one batch: the first admits, the second is
-`already_admitted`), and writes everything with one request per collection. A quiet door's scan is
-a batch of one, decided at once.
+batch reads the tickets, holders and admissions of all its scans at once (tickets and holders
+just before its transaction, see `Scans._known`), decides the scans in arrival order in memory
+(two scans of one ticket in one batch: the first admits, the second is `already_admitted`), and
+writes everything with one request per collection. A quiet door's scan is a batch of one,
+decided at once.
 
 Across processes the admissions decide: a new admission is an insert under the ticket's id, and a
 move in or out is an update conditional on the entry and exit counts the batch read. If another
@@ -20,6 +21,7 @@ from collections import Counter as Tally
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from prometheus_client import Counter
@@ -70,6 +72,15 @@ class _Answer:
     body: dict[str, Any]
     # False when the nonce had been answered before: nothing new was decided or recorded.
     fresh: bool
+
+
+@dataclass(frozen=True)
+class _Known:
+    """Read before a batch's transaction: replies already given by nonce, tickets and holders by id."""
+
+    earlier: dict[str, Document]
+    tickets: dict[str, Document]
+    registrations: dict[str, Document]
 
 
 @dataclass
@@ -148,9 +159,10 @@ class Scans:
     async def _decide_batch(self, event_id: str, arrivals: list[_Arrival]) -> list[_Answer | Exception]:
         for _ in range(self.MAX_ATTEMPTS):
             try:
+                known = await self._known(arrivals)
                 async with self._transactions:
                     return await in_transaction(
-                        self._client, lambda session: self._decide_together(event_id, arrivals, session)
+                        self._client, partial(self._decide_together, event_id, arrivals, known)
                     )
             except (_Contended, DuplicateKeyError):
                 continue
@@ -161,16 +173,32 @@ class Scans:
         refused = CheckinRefused(503, "scan_contended", "Too many scans of this ticket at once; please scan again.")
         return [refused for _ in arrivals]
 
+    async def _known(self, arrivals: list[_Arrival]) -> _Known:
+        """What a batch needs to know but not to lock, read before its transaction begins.
+
+        Replies already given, tickets and their holders are only read by a scan, never written, so
+        reading them inside the transaction would guard nothing (a transaction conflicts with other
+        writers, not with writers of what it merely read): outside it, the first two are read side by
+        side and the transaction is three requests shorter. A nonce recorded meanwhile by another
+        process still cannot be recorded twice: its unique key fails this batch, which is then decided
+        again from a fresh read.
+        """
+        store = self._store
+        earlier, tickets = await asyncio.gather(
+            store.replies_for_nonces([a.nonce_key for a in arrivals]),
+            store.tickets_by_id(sorted({a.genuine for a in arrivals if a.genuine is not None})),
+        )
+        registrations = await store.registrations_by_id(
+            sorted({ticket["registration_id"] for ticket in tickets.values()})
+        )
+        return _Known(earlier, tickets, registrations)
+
     async def _decide_together(
-        self, event_id: str, arrivals: list[_Arrival], session: Session
+        self, event_id: str, arrivals: list[_Arrival], known: _Known, session: Session
     ) -> list[_Answer | Exception]:
         store = self._store
-        earlier = await store.replies_for_nonces([a.nonce_key for a in arrivals], session)
+        earlier, tickets, registrations = known.earlier, known.tickets, known.registrations
         ticket_ids = sorted({a.genuine for a in arrivals if a.genuine is not None and a.nonce_key not in earlier})
-        tickets = await store.tickets_by_id(ticket_ids, session)
-        registrations = await store.registrations_by_id(
-            sorted({ticket["registration_id"] for ticket in tickets.values()}), session
-        )
         admissions = await store.admissions_by_id(ticket_ids, session)
         room_ids = sorted(
             {f"{a.genuine}:{a.request.session}" for a in arrivals if a.genuine and a.request.session is not None}

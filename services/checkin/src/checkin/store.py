@@ -151,7 +151,7 @@ class Store:
             session=session,
         )
 
-    async def tickets_by_id(self, ticket_ids: list[str], session: Session) -> dict[str, Document]:
+    async def tickets_by_id(self, ticket_ids: list[str], session: Session | None = None) -> dict[str, Document]:
         return await _by_id(self.tickets, ticket_ids, session)
 
     async def save_registration(self, registration_id: str, fields: Document, session: Session) -> None:
@@ -171,7 +171,9 @@ class Store:
         """Change a registration already in the projection; one it does not hold stays absent."""
         await self.registrations.update_one({"_id": registration_id}, {"$set": fields}, session=session)
 
-    async def registrations_by_id(self, registration_ids: list[str], session: Session) -> dict[str, Document]:
+    async def registrations_by_id(
+        self, registration_ids: list[str], session: Session | None = None
+    ) -> dict[str, Document]:
         return await _by_id(self.registrations, registration_ids, session)
 
     async def is_erased(self, registration_id: str, session: Session) -> bool:
@@ -262,7 +264,7 @@ class Store:
 
     # Scans: the audit trail, each carrying the reply given for its nonce.
 
-    async def replies_for_nonces(self, nonce_keys: list[str], session: Session) -> dict[str, Document]:
+    async def replies_for_nonces(self, nonce_keys: list[str], session: Session | None = None) -> dict[str, Document]:
         """The reply already given for each of these nonces, by nonce."""
         found = self.scans.find(
             {"nonce_key": {"$in": nonce_keys}}, projection={"nonce_key": 1, "reply": 1}, session=session
@@ -346,7 +348,9 @@ def _changed_since(event_id: str, since: int) -> Document:
     return {"event_id": event_id, "version": {"$gt": since}} if since else {"event_id": event_id}
 
 
-async def _by_id(collection: AsyncCollection[Document], ids: list[str], session: Session) -> dict[str, Document]:
+async def _by_id(
+    collection: AsyncCollection[Document], ids: list[str], session: Session | None
+) -> dict[str, Document]:
     if not ids:
         return {}
     return {row["_id"]: row for row in await collection.find({"_id": {"$in": ids}}, session=session).to_list(None)}

@@ -135,6 +135,9 @@ class Relay:
                 await self._outbox.mark_sent(rows)
                 metrics.OUTBOX_PUBLISHED.labels(self._service).inc(len(rows))
                 backoff = 0.2
+                if len(rows) < BATCH:
+                    # That was everything pending: what commits next nudges, so no read to find nothing.
+                    await self._outbox.wait(self._idle_poll)
             except (KafkaError, PyMongoError, OSError, TimeoutError) as exc:
                 log.warning("outbox_relay_retry", error=type(exc).__name__, retry_in=backoff)
                 await asyncio.sleep(backoff)
