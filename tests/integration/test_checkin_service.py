@@ -506,6 +506,26 @@ async def test_devices_scan_only_their_own_event(checkin: Checkin, box: Box) -> 
     assert stored is not None and device["token"] not in str(stored) and device["enrolment_code"] not in str(stored)
 
 
+async def test_a_phones_scans_arriving_together_read_its_device_once(
+    checkin: Checkin, box: Box, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twenty scans from a phone the service does not remember yet: one read finds its device."""
+    tickets = [await checkin.delegate(box, f"Delegate {n}") for n in range(20)]
+    phone = await device_of(checkin, box.event_id, "North")
+    reads: list[str] = []
+    read = Store.device_by_token_hash
+
+    async def counted(store: Store, token_hash: str) -> dict[str, Any] | None:
+        reads.append(token_hash)
+        return await read(store, token_hash)
+
+    monkeypatch.setattr(Store, "device_by_token_hash", counted)
+    replies = await asyncio.gather(*(checkin.scan(box.event_id, t.code, headers=phone) for t in tickets))
+
+    assert [r.json()["verdict"] for r in replies] == ["admitted"] * 20
+    assert len(reads) == 1
+
+
 async def test_enrolment_code_gives_a_phone_its_own_token_once(checkin: Checkin, box: Box) -> None:
     ticket = await checkin.delegate(box, "Phone Enrolment")
     created = (

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, TypeVar
 
 from checkin import domain
@@ -225,6 +227,10 @@ class Devices:
         self._clock = clock
         self._known: dict[str, tuple[float, Document]] = {}
         self._touched: dict[str, float] = {}
+        # Reads of a token's device under way: a phone's scans arriving meanwhile wait for the same one.
+        self._looking: dict[str, asyncio.Task[Document | None]] = {}
+        # Counts revocations made here, so a read that began before one does not remember its device.
+        self._revocations = 0
 
     async def create(self, event_id: str, spec: domain.DeviceCreate) -> dict[str, Any]:
         token, enrolment_code = new_token(), new_token()
@@ -265,14 +271,33 @@ class Devices:
         remembered = self._known.get(token_hash)
         if remembered is not None and now - remembered[0] < self.REMEMBER:
             return remembered[1]
+        looking = self._looking.get(token_hash)
+        if looking is None:
+            # A task of its own, so a scan whose caller goes away does not take the others' read with it.
+            looking = asyncio.create_task(self._look_up(token_hash))
+            self._looking[token_hash] = looking
+            looking.add_done_callback(partial(self._looked_up, token_hash))
+        return await asyncio.shield(looking)
+
+    async def _look_up(self, token_hash: str) -> Document | None:
+        revocations, read_at = self._revocations, self._clock()
         device = await self._store.device_by_token_hash(token_hash)
         if device is None or device.get("revoked_at") is not None:
             self._known.pop(token_hash, None)
             return None
+        if revocations != self._revocations:
+            # Revoked here while it was read: read again rather than remember what may be stale.
+            return await self._look_up(token_hash)
         if len(self._known) > 10_000:
             self._known.clear()
-        self._known[token_hash] = (now, device)
+        self._known[token_hash] = (read_at, device)
         return device
+
+    def _looked_up(self, token_hash: str, looking: asyncio.Task[Document | None]) -> None:
+        del self._looking[token_hash]
+        # Retrieved even when every caller has gone, so a failed read is not reported as lost.
+        if not looking.cancelled():
+            looking.exception()
 
     async def seen(self, device_id: str, at: datetime) -> None:
         """Note that the device is in use; written at most once per LAST_SEEN_RESOLUTION."""
@@ -287,6 +312,7 @@ class Devices:
 
     async def revoke(self, device_id: str) -> Document:
         device = await self._store.revoke_device(device_id, datetime.now(UTC))
+        self._revocations += 1
         self._known = {key: kept for key, kept in self._known.items() if kept[1]["_id"] != device_id}
         if device is None:
             raise CheckinRefused(404, "device_not_found", "No such device.")
