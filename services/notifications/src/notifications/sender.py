@@ -11,17 +11,14 @@ or replayed event finds the key taken and queues nothing. Its states:
 A sender claims a due message with one conditional update that sets it to "sending"
 under a lease (domain.LEASE) and a claim id of its own; only the holder of that claim
 can record the outcome. Once the SMTP server has accepted the message, the "sent" mark
-and the `notification.sent` event are written in one transaction straight away; messages
-accepted while such a transaction is under way are marked together in the next one
-(a burst of confirmations costs the document server a few requests per batch, not three
-per email). Retry times live in the message document, so retries survive restarts.
+and the `notification.sent` event are written in one transaction straight away.
+Retry times live in the message document, so retries survive restarts.
 
 The one narrow window in which a delegate can get a message twice: the SMTP server
 has answered 250 to the message's data, and the process dies (or MongoDB stays
 unreachable for the rest of the lease) before the "sent" mark commits. The message
 is then still "sending"; when its lease runs out another sender takes it and sends it
-again. The window is a few database round trips long in the normal case: the commit
-of the batch of "sent" marks already under way, if there is one, and then its own. It cannot be
+again. The window is one database round trip long in the normal case. It cannot be
 closed: SMTP has no way to ask a server whether it already has a message, and marking
 the message sent before handing it over would turn the same crash into a lost email,
 which is worse. The copy carries the same Message-ID (compose.Composer.message_id),
@@ -54,7 +51,6 @@ from notifications.rate import SendRate
 from notifications.settings import NotificationSettings
 from notifications.store import Store
 from plenary_kit import events
-from plenary_kit.desk import BatchDesk
 from plenary_kit.envelope import Envelope
 from plenary_kit.logs import get_logger
 from plenary_kit.mongo import Document, Session, in_transaction
@@ -79,10 +75,6 @@ DELIVERY_SECONDS = Histogram(
     "Time from a message being queued to the SMTP server accepting it",
     buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600),
 )
-
-
-class _ClaimLost(Exception):
-    """A message of a batch of "sent" marks is no longer this sender's: mark them one at a time."""
 
 
 def classify(exc: BaseException) -> DeliveryFailure:
@@ -137,8 +129,6 @@ class Sender:
         # (None: not yet): claimed by key before anything is searched for.
         self._named: dict[str, float | None] = {}
         self._last_search = 0.0
-        # Messages the SMTP server has accepted, marked sent together while a mark is being written.
-        self._sent_marks: BatchDesk[Document, bool] = BatchDesk(lambda _, messages: self.mark_sent(messages))
 
     def nudge(self, keys: Iterable[str] = ()) -> None:
         """Messages were queued (these, where the caller knows them): look now rather than at the next poll."""
@@ -290,53 +280,24 @@ class Sender:
 
     async def _record_sent(self, message: Document) -> None:
         now = datetime.now(UTC)
-        if not await self._sent_marks.submit("sent", message):
+
+        async def work(session: Session) -> bool:
+            changes = {"sent_at": now, "last_error": None, "updated_at": now}
+            if not await self._store.settle(message["_id"], message["claim"], Status.SENT, changes, session):
+                return False
+            data = events.NotificationSent(
+                message_id=message["_id"], registration_id=message["registration_id"], kind=message["kind"], sent_at=now
+            )
+            await self._outbox.add(session, self._event(message, data))
+            return True
+
+        if not await in_transaction(self._client, work):
             log.warning("notification_claim_lost")
             return
         self._outbox.nudge()
         MESSAGES.labels(message["kind"], "sent").inc()
         DELIVERY_SECONDS.observe((now - _due_since(message)).total_seconds())
         log.info("notification_sent")
-
-    async def mark_sent(self, messages: list[Document]) -> list[bool | Exception]:
-        """Mark messages sent, each with its `notification.sent` event: one transaction for all of them.
-
-        Should a claim have been lost (its lease ran out and another sender took the message), the
-        whole batch is written again one message at a time, which finds out precisely whose it was.
-        """
-        now = datetime.now(UTC)
-
-        async def together(session: Session) -> None:
-            claims = [(message["_id"], message["claim"]) for message in messages]
-            if await self._store.settle_sent(claims, now, session) != len(messages):
-                raise _ClaimLost()
-            await self._outbox.add(session, *(self._sent_event(message, now) for message in messages))
-
-        try:
-            await in_transaction(self._client, together)
-            return [True] * len(messages)
-        except _ClaimLost:
-            pass
-        outcomes: list[bool | Exception] = []
-        for message in messages:
-
-            async def alone(session: Session, message: Document = message) -> bool:
-                if not await self._store.settle_sent([(message["_id"], message["claim"])], now, session):
-                    return False
-                await self._outbox.add(session, self._sent_event(message, now))
-                return True
-
-            try:
-                outcomes.append(await in_transaction(self._client, alone))
-            except PyMongoError as exc:  # this message's to retry; the others' marks stand
-                outcomes.append(exc)
-        return outcomes
-
-    def _sent_event(self, message: Document, now: datetime) -> Envelope:
-        data = events.NotificationSent(
-            message_id=message["_id"], registration_id=message["registration_id"], kind=message["kind"], sent_at=now
-        )
-        return self._event(message, data)
 
     async def _record_failure(self, message: Document, failure: DeliveryFailure) -> None:
         now = datetime.now(UTC)

@@ -189,24 +189,6 @@ class Store:
         )
         return result.modified_count == 1
 
-    async def settle_sent(self, claims: list[tuple[str, str]], at: datetime, session: Session) -> int:
-        """Mark these (key, claim) messages sent, each only while its sender holds it; how many were."""
-        result = await self.messages.bulk_write(
-            [
-                UpdateOne(
-                    {"_id": key, "status": Status.SENDING, "claim": claim},
-                    {
-                        "$set": {"status": Status.SENT, "sent_at": at, "last_error": None, "updated_at": at},
-                        "$unset": {"next_attempt_at": "", "claim": ""},
-                    },
-                )
-                for key, claim in claims
-            ],
-            ordered=False,
-            session=session,
-        )
-        return result.modified_count
-
     async def message(self, key: str, session: Session | None = None) -> Document | None:
         return await self.messages.find_one({"_id": key}, session=session)
 
