@@ -683,4 +683,3 @@ async def test_erasure_forgets_the_delegate_everywhere_and_stops_unsent_email(
     row_failed = await outbox.find_one({"key": delegate.registration_id, "type": "notification.failed"})
     assert row_failed is not None
     assert Envelope.from_bytes(bytes(row_failed["value"])).data["error"] == "erased"
-
