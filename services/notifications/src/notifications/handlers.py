@@ -118,9 +118,6 @@ class Notifications:
             recorded = await self._store.record_many(facts, session)
             await self._confirm_all_ready([(causes[key], recorded[key]) for key in facts], session)
 
-    async def registration_waitlisted(self, envelope: Envelope, data: EventData, session: Session) -> None:
-        await self.waitlisted_many([(envelope, data)], session)
-
     async def waitlisted_many(self, items: list[tuple[Envelope, EventData]], session: Session) -> None:
         """Waitlisted registrations (half of a surge that fills the event): facts in one write, emails queued."""
         facts: dict[str, Document] = {}
