@@ -41,19 +41,19 @@ SCANS = RateLimit("scans", per_second=20, burst=200, key=_caller)
 ENROLMENT = RateLimit("enrolment", per_second=0.2, burst=10)
 
 
-def get_scans(request: Request) -> Scans:
+async def get_scans(request: Request) -> Scans:
     return request.app.state.scans  # type: ignore[no-any-return]
 
 
-def get_devices(request: Request) -> Devices:
+async def get_devices(request: Request) -> Devices:
     return request.app.state.devices  # type: ignore[no-any-return]
 
 
-def get_snapshots(request: Request) -> Snapshots:
+async def get_snapshots(request: Request) -> Snapshots:
     return request.app.state.snapshots  # type: ignore[no-any-return]
 
 
-def get_live(request: Request) -> LiveAttendance:
+async def get_live(request: Request) -> LiveAttendance:
     return request.app.state.live  # type: ignore[no-any-return]
 
 

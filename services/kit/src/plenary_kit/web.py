@@ -13,7 +13,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pymongo.errors import ConnectionFailure
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from plenary_kit import metrics
 from plenary_kit.auth import require_admin
@@ -97,27 +99,7 @@ def install(app: FastAPI, service: str, ready_checks: Callable[[], Awaitable[dic
             status_code=500,
         )
 
-    @app.middleware("http")
-    async def bind_request(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        correlation = request.headers.get(CORRELATION_HEADER) or str(uuid.uuid4())
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(service=service, correlation_id=correlation[:64])
-        started = time.perf_counter()
-        response = await call_next(request)
-        elapsed = time.perf_counter() - started
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        metrics.HTTP_REQUESTS.labels(service, request.method, path, str(response.status_code)).observe(elapsed)
-        response.headers[CORRELATION_HEADER] = correlation[:64]
-        if path not in ("/healthz", "/readyz", "/metrics"):
-            log.info(
-                "http_request",
-                method=request.method,
-                route=path,
-                status=response.status_code,
-                ms=round(elapsed * 1000, 1),
-            )
-        return response
+    app.add_middleware(RequestLog, service=service)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -139,6 +121,50 @@ def install(app: FastAPI, service: str, ready_checks: Callable[[], Awaitable[dic
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
+class RequestLog:
+    """Binds the correlation id for the request, returns it in the reply, and measures and logs the request.
+
+    Plain ASGI rather than Starlette's `BaseHTTPMiddleware`, which runs the rest of the app in a task of
+    its own and passes the reply through a stream: a cost every request paid, at the doors most of all.
+    """
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self._app = app
+        self._service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        sent = Headers(scope=scope).get(CORRELATION_HEADER)
+        correlation = (sent or str(uuid.uuid4()))[:64]
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(service=self._service, correlation_id=correlation)
+        started = time.perf_counter()
+        # Until the reply starts, an exception is what the request came to: a 500.
+        status, elapsed = 500, 0.0
+
+        async def send_with_correlation(message: Message) -> None:
+            nonlocal status, elapsed
+            if message["type"] == "http.response.start":
+                status, elapsed = message["status"], time.perf_counter() - started
+                headers = MutableHeaders(raw=list(message.get("headers", [])))
+                headers[CORRELATION_HEADER] = correlation
+                message = {**message, "headers": headers.raw}
+            await send(message)
+
+        try:
+            await self._app(scope, receive, send_with_correlation)
+        finally:
+            # Time to the reply's first byte, logged when it is complete (a stream, when it ends).
+            elapsed = elapsed or time.perf_counter() - started
+            method = scope["method"]
+            path = getattr(scope.get("route"), "path", "unmatched")
+            metrics.HTTP_REQUESTS.labels(self._service, method, path, str(status)).observe(elapsed)
+            if path not in ("/healthz", "/readyz", "/metrics"):
+                log.info("http_request", method=method, route=path, status=status, ms=round(elapsed * 1000, 1))
+
+
 def service_app(runtime: Runtime, title: str, router: APIRouter) -> FastAPI:
     """The FastAPI app of one service: its routes, the shared plumbing, and the runtime's lifespan."""
     app = FastAPI(title=title, version="1.0.0", lifespan=runtime.lifespan)
@@ -149,7 +175,7 @@ def service_app(runtime: Runtime, title: str, router: APIRouter) -> FastAPI:
     return app
 
 
-def get_admin_token(request: Request) -> str:
+async def get_admin_token(request: Request) -> str:
     return request.app.state.admin_token  # type: ignore[no-any-return]
 
 
@@ -158,7 +184,7 @@ Authorization = Annotated[str | None, Header()]
 ManageToken = Annotated[str | None, Header(alias="X-Manage-Token")]
 
 
-def organiser(admin_token: AdminTokenDep, authorization: Authorization = None) -> None:
+async def organiser(admin_token: AdminTokenDep, authorization: Authorization = None) -> None:
     """Organiser-only routes: 401 without a valid organiser token."""
     require_admin(authorization, admin_token)
 

@@ -18,11 +18,11 @@ from plenary_kit.web import OrganiserDep, correlation_id
 router = APIRouter(prefix="/api/v1")
 
 
-def get_store(request: Request) -> Store:
+async def get_store(request: Request) -> Store:
     return request.app.state.store  # type: ignore[no-any-return]
 
 
-def get_notifications(request: Request) -> Notifications:
+async def get_notifications(request: Request) -> Notifications:
     return request.app.state.notifications  # type: ignore[no-any-return]
 
 

@@ -26,15 +26,15 @@ router = APIRouter(prefix="/api/v1")
 PUBLIC_REGISTRATION = RateLimit("registration", per_second=0.5, burst=30)
 
 
-def get_store(request: Request) -> Store:
+async def get_store(request: Request) -> Store:
     return request.app.state.store  # type: ignore[no-any-return]
 
 
-def get_registrations(request: Request) -> Registrations:
+async def get_registrations(request: Request) -> Registrations:
     return request.app.state.registrations  # type: ignore[no-any-return]
 
 
-def get_imports(request: Request) -> Imports:
+async def get_imports(request: Request) -> Imports:
     return request.app.state.imports  # type: ignore[no-any-return]
 
 

@@ -30,11 +30,11 @@ router = APIRouter(prefix="/api/v1")
 PRIVATE: Final = {"Cache-Control": "private, no-store"}
 
 
-def get_store(request: Request) -> Store:
+async def get_store(request: Request) -> Store:
     return request.app.state.store  # type: ignore[no-any-return]
 
 
-def get_tickets(request: Request) -> Tickets:
+async def get_tickets(request: Request) -> Tickets:
     return request.app.state.tickets  # type: ignore[no-any-return]
 
 
