@@ -41,6 +41,28 @@ async def test_senders_in_separate_processes_share_one_rate(infrastructure: Embe
         await client.close()
 
 
+async def test_places_counted_as_their_window_closes_lapse_rather_than_spill_into_the_next(
+    infrastructure: EmbeddedStack,
+) -> None:
+    client = mongo.connect(infrastructure.config.mongo)
+    try:
+        store = Store(client[f"plenary_test_rate_{uuid.uuid4().hex[:8]}"])
+        await store.prepare()
+        # The clock as the sender reads it: before counting in second 10, after (second 11 begun), and on.
+        readings = iter([10.95, 11.01, 11.02, 11.03, 11.04])
+        rate = SendRate(store.send_windows, 20, clock=lambda: next(readings))
+
+        await rate.acquire()
+
+        windows = {window["_id"]: window["used"] for window in await store.send_windows.find().to_list(None)}
+        # Places are taken five at a time at 20 a second: second 10's lapsed, second 11's are in use.
+        assert windows == {"1:10": 5, "1:11": 5}
+        await rate.acquire()
+        assert await store.send_windows.count_documents({}) == 2
+    finally:
+        await client.close()
+
+
 async def test_no_rate_means_no_waiting_and_no_database(infrastructure: EmbeddedStack) -> None:
     client = mongo.connect(infrastructure.config.mongo)
     try:
