@@ -16,8 +16,11 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi import FastAPI
 from prometheus_client import REGISTRY
 
+from checkin.domain import ScanRequest
+from checkin.door import Scans
 from checkin.main import SERVICE, create_app
 from checkin.rebuild import rebuild
 from checkin.store import Store
@@ -166,6 +169,7 @@ class Checkin:
     store: Store
     publisher: Publisher
     caught_up: Callable[[str, Sequence[str]], Awaitable[None]]
+    app: FastAPI
 
     async def publish(self, *envelopes: Envelope) -> None:
         await self.publisher.publish(
@@ -262,7 +266,7 @@ async def checkin(
             # Other modules' events on the shared topics are projected first, out of the tests' way.
             await caught_up(GROUP, CONSUMED)
             try:
-                yield Checkin(http=http, store=app.state.store, publisher=publisher, caught_up=caught_up)
+                yield Checkin(http=http, store=app.state.store, publisher=publisher, caught_up=caught_up, app=app)
             finally:
                 await publisher.stop()
 
@@ -326,6 +330,42 @@ async def test_concurrent_scans_at_five_gates_admit_exactly_once(checkin: Checki
     winning_gate = (await checkin.store.scans.find_one({"_id": winner["scan_id"]}) or {})["gate"]
     assert {reply["first_admitted"]["gate"] for reply in replies if "first_admitted" in reply} == {winning_gate}
     assert await checkin.store.admissions.count_documents({"_id": ticket.ticket_id}) == 1
+
+
+async def test_two_processes_scanning_one_ticket_admit_it_once_and_count_each_move_once(checkin: Checkin) -> None:
+    """A second decider with a desk of its own, as a second checkin process has, races this one."""
+    box = Box()
+    ticket = await checkin.delegate(box, "Gráinne Ó Súilleabháin")
+    runtime = checkin.app.state.runtime
+    deciders = (checkin.app.state.scans, Scans(runtime.client, checkin.store, runtime.outbox))
+
+    async def both(direction: str, per_decider: int = 1) -> list[str]:
+        replies = await asyncio.gather(
+            *(
+                decider.scan(
+                    box.event_id,
+                    ScanRequest.model_validate(
+                        {"code": ticket.code, "gate": f"Gate {n}", "direction": direction, "nonce": uuid.uuid4().hex}
+                    ),
+                    None,
+                )
+                for n in range(per_decider)
+                for decider in deciders
+            )
+        )
+        return sorted(reply["verdict"] for reply in replies)
+
+    assert await both("in", per_decider=5) == ["admitted"] + ["already_admitted"] * 9
+    assert await both("out") == ["exited", "exited"]
+    assert await both("in") == ["admitted", "already_admitted"]
+    assert await both("out") == ["exited", "exited"]
+
+    admission = await checkin.store.admissions.find_one({"_id": ticket.ticket_id})
+    assert admission is not None
+    assert (admission["entries"], admission["exits"], admission["inside"]) == (2, 2, False)
+    figures = await checkin.attendance(box.event_id)
+    assert (figures["admitted"], figures["inside"]) == (1, 0)
+    assert await checkin.store.scans.count_documents({"ticket_id": ticket.ticket_id}) == 16
 
 
 async def test_code_with_a_flipped_byte_is_refused(checkin: Checkin, box: Box) -> None:

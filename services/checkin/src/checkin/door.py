@@ -2,11 +2,10 @@
 
 Every admission moves the event's counters and every scan is audited, so scans of one event meet
 on the same documents. The desk (plenary_kit.desk) queues each event's scans in this process; a
-batch reads the tickets, holders and admissions of all its scans at once (tickets and holders
-just before its transaction, see `Scans._known`), decides the scans in arrival order in memory
-(two scans of one ticket in one batch: the first admits, the second is `already_admitted`), and
-writes everything with one request per collection. A quiet door's scan is a batch of one,
-decided at once.
+batch reads the tickets, holders and admissions of all its scans at once, before its transaction
+(see `Scans._known`), decides the scans in arrival order in memory (two scans of one ticket in one
+batch: the first admits, the second is `already_admitted`), and writes everything in a transaction
+with one request per collection. A quiet door's scan is a batch of one, decided at once.
 
 Across processes the admissions decide: a new admission is an insert under the ticket's id, and a
 move in or out is an update conditional on the entry and exit counts the batch read. If another
@@ -76,11 +75,13 @@ class _Answer:
 
 @dataclass(frozen=True)
 class _Known:
-    """Read before a batch's transaction: replies already given by nonce, tickets and holders by id."""
+    """Read before a batch's transaction: replies already given by nonce; tickets, holders, admissions by id."""
 
     earlier: dict[str, Document]
     tickets: dict[str, Document]
     registrations: dict[str, Document]
+    admissions: dict[str, Document]
+    rooms: dict[str, Document]
 
 
 @dataclass
@@ -174,41 +175,43 @@ class Scans:
         return [refused for _ in arrivals]
 
     async def _known(self, arrivals: list[_Arrival]) -> _Known:
-        """What a batch needs to know but not to lock, read before its transaction begins.
+        """Everything a batch decides from, read before its transaction begins, side by side.
 
-        Replies already given, tickets and their holders are only read by a scan, never written, so
-        reading them inside the transaction would guard nothing (a transaction conflicts with other
-        writers, not with writers of what it merely read): outside it, the first two are read side by
-        side and the transaction is three requests shorter. A nonce recorded meanwhile by another
-        process still cannot be recorded twice: its unique key fails this batch, which is then decided
-        again from a fresh read.
+        Reading inside the transaction would guard nothing: a transaction conflicts with other
+        writers of what it writes, not of what it merely read. What guards the decision is how the
+        batch writes: a new admission or room entry is an insert under the ticket's id (unique), a
+        move in or out is an update conditional on the entry and exit counts read here, and a scan is
+        recorded under its nonce (unique). A change made meanwhile by another process fails the
+        batch, which is then decided again from a fresh read. Outside, the reads of replies,
+        tickets, admissions and rooms go together, and the transaction is only the writes.
         """
         store = self._store
-        earlier, tickets = await asyncio.gather(
+        ticket_ids = sorted({a.genuine for a in arrivals if a.genuine is not None})
+        room_ids = sorted(
+            {f"{a.genuine}:{a.request.session}" for a in arrivals if a.genuine and a.request.session is not None}
+        )
+        earlier, tickets, admissions, rooms = await asyncio.gather(
             store.replies_for_nonces([a.nonce_key for a in arrivals]),
-            store.tickets_by_id(sorted({a.genuine for a in arrivals if a.genuine is not None})),
+            store.tickets_by_id(ticket_ids),
+            store.admissions_by_id(ticket_ids),
+            store.room_admissions_by_id(room_ids),
         )
         registrations = await store.registrations_by_id(
             sorted({ticket["registration_id"] for ticket in tickets.values()})
         )
-        return _Known(earlier, tickets, registrations)
+        return _Known(earlier, tickets, registrations, admissions, rooms)
 
     async def _decide_together(
         self, event_id: str, arrivals: list[_Arrival], known: _Known, session: Session
     ) -> list[_Answer | Exception]:
-        store = self._store
-        earlier, tickets, registrations = known.earlier, known.tickets, known.registrations
-        ticket_ids = sorted({a.genuine for a in arrivals if a.genuine is not None and a.nonce_key not in earlier})
-        admissions = await store.admissions_by_id(ticket_ids, session)
-        room_ids = sorted(
-            {f"{a.genuine}:{a.request.session}" for a in arrivals if a.genuine and a.request.session is not None}
-        )
+        # A copy each: deciding changes them, and a retried batch starts again from what was read.
+        admissions = {ticket_id: dict(row) for ticket_id, row in known.admissions.items()}
         batch = _Batch(
-            tickets=tickets,
-            registrations=registrations,
+            tickets=known.tickets,
+            registrations=known.registrations,
             admissions=admissions,
             read_counts={tid: (doc.get("entries", 0), doc.get("exits", 0)) for tid, doc in admissions.items()},
-            rooms=await store.room_admissions_by_id(room_ids, session),
+            rooms=dict(known.rooms),
             new_admissions={},
             new_rooms=[],
             changes=Tally(),
@@ -217,7 +220,7 @@ class Scans:
             envelopes=[],
         )
         answers: list[_Answer | Exception] = []
-        answered: dict[str, dict[str, Any]] = dict(earlier)
+        answered: dict[str, dict[str, Any]] = dict(known.earlier)
         for arrival in arrivals:
             if arrival.nonce_key in answered:
                 # Sent again (a retry, or the same upload twice): the first answer, recorded once.

@@ -225,7 +225,7 @@ class Store:
 
     # Admissions: one document per ticket, changed only by conditional writes.
 
-    async def admissions_by_id(self, ticket_ids: list[str], session: Session) -> dict[str, Document]:
+    async def admissions_by_id(self, ticket_ids: list[str], session: Session | None = None) -> dict[str, Document]:
         return await _by_id(self.admissions, ticket_ids, session)
 
     async def insert_admissions(self, admissions: list[Document], session: Session) -> None:
@@ -256,7 +256,7 @@ class Store:
         )
         return result.matched_count == len(moved)
 
-    async def room_admissions_by_id(self, ids: list[str], session: Session) -> dict[str, Document]:
+    async def room_admissions_by_id(self, ids: list[str], session: Session | None = None) -> dict[str, Document]:
         return await _by_id(self.room_admissions, ids, session)
 
     async def insert_room_admissions(self, entries: list[Document], session: Session) -> None:
