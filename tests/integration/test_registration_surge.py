@@ -137,16 +137,24 @@ def inline_qr(message: EmailMessage) -> str:
     raise AssertionError("no inline QR image in the confirmation email")
 
 
+ATTEMPTS = 3
+
+
 async def post_as_a_phone_does(http: httpx.AsyncClient, url: str, person: dict[str, Any]) -> httpx.Response:
-    """One registration with an Idempotency-Key, sent again with the same key if the connection drops."""
+    """One registration with an Idempotency-Key, sent again with the same key if the connection drops
+    or the service answers 503 (its database did not answer in time), after the Retry-After it gives."""
     headers = {"Idempotency-Key": str(uuid.uuid4())}
-    for attempt in range(3):
+    for attempt in range(1, ATTEMPTS + 1):
         try:
-            return await http.post(url, json=person, headers=headers)
+            reply = await http.post(url, json=person, headers=headers)
         except httpx.TransportError:
-            if attempt == 2:
+            if attempt == ATTEMPTS:
                 raise
             await asyncio.sleep(0.5)
+            continue
+        if reply.status_code != 503 or attempt == ATTEMPTS:
+            return reply
+        await asyncio.sleep(float(reply.headers.get("Retry-After", "1")))
     raise AssertionError("unreachable")
 
 
