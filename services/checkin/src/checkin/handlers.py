@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any, TypeVar
 
 from checkin import domain
@@ -17,6 +15,7 @@ from plenary_kit import events
 from plenary_kit.auth import hash_token, new_token
 from plenary_kit.consumer import Batched, Handler
 from plenary_kit.envelope import Envelope
+from plenary_kit.flight import SingleFlight
 from plenary_kit.logs import get_logger
 from plenary_kit.mongo import Document, Session
 
@@ -228,7 +227,7 @@ class Devices:
         self._known: dict[str, tuple[float, Document]] = {}
         self._touched: dict[str, float] = {}
         # Reads of a token's device under way: a phone's scans arriving meanwhile wait for the same one.
-        self._looking: dict[str, asyncio.Task[Document | None]] = {}
+        self._looking: SingleFlight[Document | None] = SingleFlight(self._look_up, "device-read")
         # Counts revocations made here, so a read that began before one does not remember its device.
         self._revocations = 0
 
@@ -271,13 +270,8 @@ class Devices:
         remembered = self._known.get(token_hash)
         if remembered is not None and now - remembered[0] < self.REMEMBER:
             return remembered[1]
-        looking = self._looking.get(token_hash)
-        if looking is None:
-            # A task of its own, so a scan whose caller goes away does not take the others' read with it.
-            looking = asyncio.create_task(self._look_up(token_hash))
-            self._looking[token_hash] = looking
-            looking.add_done_callback(partial(self._looked_up, token_hash))
-        return await asyncio.shield(looking)
+        # Once however many of the phone's scans arrive while it is read (see plenary_kit.flight).
+        return await self._looking.get(token_hash)
 
     async def _look_up(self, token_hash: str) -> Document | None:
         revocations, read_at = self._revocations, self._clock()
@@ -292,12 +286,6 @@ class Devices:
             self._known.clear()
         self._known[token_hash] = (read_at, device)
         return device
-
-    def _looked_up(self, token_hash: str, looking: asyncio.Task[Document | None]) -> None:
-        del self._looking[token_hash]
-        # Retrieved even when every caller has gone, so a failed read is not reported as lost.
-        if not looking.cancelled():
-            looking.exception()
 
     async def seen(self, device_id: str, at: datetime) -> None:
         """Note that the device is in use; written at most once per LAST_SEEN_RESOLUTION."""

@@ -9,7 +9,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any, Literal, TypeVar
 
 from pymongo import AsyncMongoClient
@@ -19,6 +18,7 @@ from plenary_kit import events, sealing
 from plenary_kit.auth import hash_token, new_token
 from plenary_kit.desk import BatchDesk
 from plenary_kit.envelope import Envelope
+from plenary_kit.flight import SingleFlight
 from plenary_kit.logs import get_logger
 from plenary_kit.mongo import Document, Session, in_transaction
 from plenary_kit.outbox import Outbox
@@ -95,7 +95,7 @@ class Registrations:
         # Events as recently read, to check a registration before it joins the desk's queue.
         self._recent_events: dict[str, tuple[float, Document]] = {}
         # The read of an event under way: everyone arriving meanwhile waits for it rather than reading too.
-        self._event_reads: dict[str, asyncio.Task[Document]] = {}
+        self._event_reads: SingleFlight[Document] = SingleFlight(self._read_event, "event-read")
 
     async def _transaction(self, work: Callable[[Session], Awaitable[T]]) -> T:
         async with self._admission:
@@ -214,25 +214,8 @@ class Registrations:
         return event, _registration_fields(event, request)
 
     async def _fresh_event(self, event_id: str) -> Document:
-        """The event read now, once however many registrations arrive while it is read.
-
-        When the remembered copy runs out under a surge, every request in flight would otherwise
-        read the event at the same moment: tens of reads of one document, queued at the document
-        server in front of the admissions they are waiting for.
-        """
-        reading = self._event_reads.get(event_id)
-        if reading is None:
-            # A task of its own: a caller that goes away does not take the others' read with it.
-            reading = asyncio.create_task(self._read_event(event_id), name=f"event-read-{event_id}")
-            self._event_reads[event_id] = reading
-            reading.add_done_callback(partial(self._event_read, event_id))
-        return await asyncio.shield(reading)
-
-    def _event_read(self, event_id: str, reading: asyncio.Task[Document]) -> None:
-        del self._event_reads[event_id]
-        # Retrieved even when every caller has gone, so a failed read is not reported as lost.
-        if not reading.cancelled():
-            reading.exception()
+        """The event read now, once however many registrations arrive while it is read (see plenary_kit.flight)."""
+        return await self._event_reads.get(event_id)
 
     async def _read_event(self, event_id: str) -> Document:
         event = await self._event(event_id)
