@@ -359,6 +359,43 @@ async def test_confirmation_emits_notification_sent_with_the_registrations_corre
     assert event.data["kind"] == "confirmation"
 
 
+async def test_a_message_is_marked_sent_before_the_mail_server_is_told_goodbye(
+    service: FastAPI, sink: SmtpSink, publisher: Publisher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The double-send window ends when the sent mark commits; waiting for QUIT first would widen it."""
+    delegate = Delegate("Nkechi")
+    store: Store = service.state.store
+    here = asyncio.get_running_loop()
+    assert sink._controller is not None
+    handler = sink._controller.handler
+    delivered = handler.handle_DATA
+    at_goodbye: list[str] = []
+
+    async def handle_DATA(server: Any, session: Any, envelope: Any) -> str:
+        session.recipients = list(envelope.rcpt_tos)
+        reply: str = await delivered(server, session, envelope)
+        return reply
+
+    async def handle_QUIT(server: Any, session: Any, envelope: Any) -> str:
+        if delegate.email in getattr(session, "recipients", []):
+            # The sink runs its own event loop in a thread: ask this test's loop to read the message.
+            read = store.messages.find_one({"registration_id": delegate.registration_id, "kind": "confirmation"})
+            message = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(read, here))
+            at_goodbye.append(message["status"] if message else "missing")
+        return "221 Bye"
+
+    monkeypatch.setattr(handler, "handle_DATA", handle_DATA)
+    monkeypatch.setattr(handler, "handle_QUIT", handle_QUIT, raising=False)
+    await publish(publisher, delegate.confirmed(first=True), delegate.ticket_issued())
+
+    async def said_goodbye() -> bool:
+        return bool(at_goodbye)
+
+    await wait_for(said_goodbye, 60, "the confirmation's session to end")
+    assert at_goodbye == [Status.SENT]
+    assert len(mails_to(sink, delegate.email)) == 1
+
+
 async def test_ticket_arriving_before_the_registration_still_sends_one_confirmation(
     service: FastAPI, sink: SmtpSink, publisher: Publisher, api: httpx.AsyncClient
 ) -> None:

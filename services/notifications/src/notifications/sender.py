@@ -75,6 +75,12 @@ DELIVERY_SECONDS = Histogram(
     "Time from a message being queued to the SMTP server accepting it",
     buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600),
 )
+UNMARKED_SECONDS = Histogram(
+    "plenary_notification_unmarked_seconds",
+    "Time from the SMTP server accepting a message to its sent mark committing: the window in which a crash"
+    " sends it twice",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5),
+)
 
 
 def classify(exc: BaseException) -> DeliveryFailure:
@@ -226,14 +232,20 @@ class Sender:
             # A database hiccup here leaves the message claimed; it is tried again when the lease ends.
             await self._rate.acquire()
             try:
-                await smtp.deliver(email, self._envelope_from, recipient, self._settings)
+                session = await smtp.hand_over(email, self._envelope_from, recipient, self._settings)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 failure = classify(exc)
                 await self._settle(message, lambda: self._record_failure(message, failure))
                 return
-            await self._settle(message, lambda: self._record_sent(message))
+            # From here until the mark commits, a crash sends this message twice: mark first, QUIT after.
+            accepted = time.monotonic()
+            try:
+                await self._settle(message, lambda: self._record_sent(message))
+                UNMARKED_SECONDS.observe(time.monotonic() - accepted)
+            finally:
+                await session.close()
 
     async def _still_due(self, message: Document) -> MessageContent | None:
         """A reminder or thank-you as the registration stands now; None if it is no longer due.

@@ -10,23 +10,56 @@ import aiosmtplib
 from notifications.settings import NotificationSettings
 
 
-async def deliver(email: EmailMessage, envelope_from: str, recipient: str, settings: NotificationSettings) -> None:
-    """Hand the message over; raises aiosmtplib's errors (SMTP replies, OSErrors) for the caller to classify."""
+class Session:
+    """A mail server session whose message has been accepted; `close` says goodbye (QUIT) and hangs up."""
+
+    def __init__(self, client: aiosmtplib.SMTP) -> None:
+        self._client = client
+
+    async def close(self) -> None:
+        try:
+            await self._client.quit()
+        except (aiosmtplib.SMTPException, OSError):
+            pass  # the message is the server's already; a goodbye unanswered changes nothing
+        finally:
+            self._client.close()
+
+
+async def hand_over(
+    email: EmailMessage, envelope_from: str, recipient: str, settings: NotificationSettings
+) -> Session:
+    """Hand the message over, returning as soon as the server has accepted it.
+
+    The session is still open then: a crash before the caller records the acceptance sends the
+    message again, so the caller records first and closes after (QUIT is one more round trip).
+    Raises aiosmtplib's errors (SMTP replies, OSErrors) for the caller to classify.
+    """
     password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
-    await asyncio.wait_for(
-        aiosmtplib.send(
-            email,
-            hostname=settings.smtp_host,
-            port=settings.smtp_port,
-            sender=envelope_from,
-            recipients=[recipient],
-            use_tls=settings.smtp_security == "tls",
-            start_tls=settings.smtp_security == "starttls",
-            validate_certs=settings.smtp_validate_certs,
-            username=settings.smtp_username or None,
-            password=password if settings.smtp_username else None,
-            timeout=settings.smtp_timeout_seconds,
-        ),
-        # aiosmtplib's timeout is per operation; this bounds the whole exchange.
-        settings.smtp_timeout_seconds,
+    client = aiosmtplib.SMTP(
+        hostname=settings.smtp_host,
+        port=settings.smtp_port,
+        use_tls=settings.smtp_security == "tls",
+        start_tls=settings.smtp_security == "starttls",
+        validate_certs=settings.smtp_validate_certs,
+        username=settings.smtp_username or None,
+        password=password if settings.smtp_username else None,
+        timeout=settings.smtp_timeout_seconds,
     )
+
+    async def exchange() -> None:
+        await client.connect()
+        await client.send_message(email, sender=envelope_from, recipients=[recipient])
+
+    try:
+        # aiosmtplib's timeout is per operation; this bounds the whole exchange.
+        await asyncio.wait_for(exchange(), settings.smtp_timeout_seconds)
+    except BaseException:
+        client.close()
+        raise
+    return Session(client)
+
+
+async def deliver(email: EmailMessage, envelope_from: str, recipient: str, settings: NotificationSettings) -> None:
+    """Hand the message over and close the session."""
+    session = await hand_over(email, envelope_from, recipient, settings)
+    await session.close()

@@ -8,13 +8,14 @@ from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from notifications.domain import DUE_FIELDS, Status
-from plenary_kit.mongo import Document, Session
+from plenary_kit.mongo import Document, Session, in_transaction
 
 LIST_LIMIT = 500
 
 
 class Store:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self._client = db.client
         # One document per registration holds every fact this service has seen about it,
         # from the registration and ticketing topics alike.
         self.registrations = db["registrations"]
@@ -167,15 +168,31 @@ class Store:
         return await self.claim([candidate["_id"] for candidate in candidates], now, lease_until, claim)
 
     async def claim(self, keys: list[str], now: datetime, lease_until: datetime, claim: str) -> list[Document]:
-        """Take those of these messages that are due: two look-ups by key, whatever else is waiting."""
-        await self.messages.update_many(
-            {"_id": {"$in": keys}, **_due(now)},
-            {
-                "$set": {"status": Status.SENDING, "claim": claim, "next_attempt_at": lease_until, "updated_at": now},
-                "$inc": {"attempts": 1},
-            },
-        )
-        return await self.messages.find({"_id": {"$in": keys}, "claim": claim}).to_list(len(keys))
+        """Take those of these messages that are due: two look-ups by key, whatever else is waiting.
+
+        In a transaction, though one conditional update would be atomic enough. A sender that dies
+        while marking a message sent leaves that transaction open on the server, holding the message,
+        until the server reaps it (after a minute); the message falls due again when its lease ends.
+        A transaction's write that meets it fails at once and is retried, and each of its statements
+        lets the server reap what has expired. An update outside a transaction waits instead, and on
+        the embedded document server it waits holding the whole collection, with nothing left to
+        reap the stale transaction: every sender stops.
+        """
+
+        async def work(session: Session) -> list[Document]:
+            await self.messages.update_many(
+                {"_id": {"$in": keys}, **_due(now)},
+                {
+                    "$set": {
+                        "status": Status.SENDING, "claim": claim, "next_attempt_at": lease_until, "updated_at": now
+                    },
+                    "$inc": {"attempts": 1},
+                },
+                session=session,
+            )
+            return await self.messages.find({"_id": {"$in": keys}, "claim": claim}, session=session).to_list(len(keys))
+
+        return await in_transaction(self._client, work)
 
     async def settle(
         self, key: str, claim: str, status: Status, changes: Document, session: Session | None = None
