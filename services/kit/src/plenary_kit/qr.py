@@ -6,7 +6,8 @@ alphanumeric mode packs densely, and a link keeps its case.
 `qrcode` builds the symbol. Two steps are done here instead, because every confirmation email
 renders one and the library's pure-Python versions were most of a notification's CPU: scoring
 the eight mask patterns (ISO/IEC 18004 §7.8.3, the same four penalty rules and the same choice
-as `qrcode`, counted on whole rows as strings and integers rather than module by module), and
+as `qrcode`, counted on whole rows as strings and integers rather than module by module, the
+winner applied to the one placement already made rather than placing the data again), and
 writing the PNG (a 1-bit greyscale image straight from the module matrix, no drawing library).
 """
 
@@ -28,16 +29,18 @@ _BORDER = 4
 
 # Rule 1: five or more modules of one colour in a row or column.
 _RUN = re.compile(r"0{5,}|1{5,}")
-# Rule 3: the finder-like pattern 1:1:3:1:1 with four light modules before or after it.
-_FINDER_LIKE = re.compile(r"(?=10111010000|00001011101)")
+# Rule 3: the finder-like pattern 1:1:3:1:1 with four light modules before or after it. Neither
+# string overlaps itself, so counting each (non-overlapping, as str.count does) counts every one.
+_FINDER_LIKE = ("10111010000", "00001011101")
 
 
 def _penalty(rows: list[int], size: int) -> int:
     """The mask-evaluation penalty of a symbol whose rows are integers, the first module the highest bit."""
     text = [format(row, f"0{size}b") for row in rows]
-    lines = text + ["".join(column) for column in zip(*text, strict=True)]
-    points = sum(len(run) - 2 for line in lines for run in _RUN.findall(line))
-    points += 40 * sum(len(_FINDER_LIKE.findall(line)) for line in lines)
+    # Every row and column in one string, a line apart, so runs and patterns never join across lines.
+    lines = "\n".join(text + ["".join(column) for column in zip(*text, strict=True)])
+    points = sum(len(run) - 2 for run in _RUN.findall(lines))
+    points += 40 * sum(lines.count(pattern) for pattern in _FINDER_LIKE)
     # Rule 2: each 2x2 block of one colour, overlapping blocks counted separately.
     pairs = (1 << (size - 1)) - 1
     for upper, lower in itertools.pairwise(rows):
@@ -97,8 +100,14 @@ def _matrix(code: str, box_size: int) -> qrcode.QRCode:
         _penalty([row ^ flip for row, flip in zip(unmasked, _mask(version, pattern), strict=True)], size)
         for pattern in range(8)
     ]
-    # The first of the lowest, as the library itself chooses.
-    qr.makeImpl(False, scores.index(min(scores)))
+    # The first of the lowest, as the library itself chooses. The data modules are the placement
+    # with that mask applied; only the format (and version) information still names mask 0's test.
+    best = scores.index(min(scores))
+    masked = [row ^ flip for row, flip in zip(unmasked, _mask(version, best), strict=True)]
+    qr.modules = [[bool(row >> (size - 1 - column) & 1) for column in range(size)] for row in masked]
+    qr.setup_type_info(False, best)
+    if version >= 7:
+        qr.setup_type_number(False)
     return qr
 
 
@@ -136,7 +145,7 @@ def png(code: str, box_size: int = 8) -> bytes:
     return (
         b"\x89PNG\r\n\x1a\n"
         + _chunk(b"IHDR", header)
-        + _chunk(b"IDAT", zlib.compress(b"".join(scanlines), 9))
+        + _chunk(b"IDAT", zlib.compress(b"".join(scanlines), 6))
         + _chunk(b"IEND", b"")
     )
 
