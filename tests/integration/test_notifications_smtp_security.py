@@ -122,9 +122,15 @@ def settings(controller: Controller, security: str, **extra: Any) -> Notificatio
 LOGIN = {"smtp_username": USER, "smtp_password": SecretStr(PASSWORD)}
 
 
+async def send(message: EmailMessage, envelope_from: str, recipient: str, config: NotificationSettings) -> None:
+    """As the sender does: hand the message over, then close the session."""
+    mail = await smtp.hand_over(message, envelope_from, recipient, config)
+    await mail.close()
+
+
 async def test_starttls_with_login_delivers(starttls_server: tuple[Controller, Collect]) -> None:
     controller, handler = starttls_server
-    await smtp.deliver(email(), "events@plenary.example", "siobhan@st-helens-primary.example",
+    await send(email(), "events@plenary.example", "siobhan@st-helens-primary.example",
                        settings(controller, "starttls", **LOGIN))
     [(sender, recipients, raw)] = handler.received
     assert (sender, recipients) == ("events@plenary.example", ["siobhan@st-helens-primary.example"])
@@ -133,7 +139,7 @@ async def test_starttls_with_login_delivers(starttls_server: tuple[Controller, C
 
 async def test_implicit_tls_with_login_delivers(implicit_tls_server: tuple[Controller, Collect]) -> None:
     controller, handler = implicit_tls_server
-    await smtp.deliver(email(), "events@plenary.example", "siobhan@st-helens-primary.example",
+    await send(email(), "events@plenary.example", "siobhan@st-helens-primary.example",
                        settings(controller, "tls", **LOGIN))
     assert len(handler.received) == 1
 
@@ -143,6 +149,6 @@ async def test_a_server_that_insists_on_tls_refuses_a_plain_session(
 ) -> None:
     controller, handler = starttls_server
     with pytest.raises(aiosmtplib.SMTPException):
-        await smtp.deliver(email(), "events@plenary.example", "siobhan@st-helens-primary.example",
+        await send(email(), "events@plenary.example", "siobhan@st-helens-primary.example",
                            settings(controller, "none"))
     assert handler.received == []

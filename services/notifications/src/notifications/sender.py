@@ -232,7 +232,7 @@ class Sender:
             # A database hiccup here leaves the message claimed; it is tried again when the lease ends.
             await self._rate.acquire()
             try:
-                session = await smtp.hand_over(email, self._envelope_from, recipient, self._settings)
+                mail = await smtp.hand_over(email, self._envelope_from, recipient, self._settings)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -245,7 +245,7 @@ class Sender:
                 await self._settle(message, lambda: self._record_sent(message))
                 UNMARKED_SECONDS.observe(time.monotonic() - accepted)
             finally:
-                await session.close()
+                await mail.close()
 
     async def _still_due(self, message: Document) -> MessageContent | None:
         """A reminder or thank-you as the registration stands now; None if it is no longer due.

@@ -10,7 +10,7 @@ import aiosmtplib
 from notifications.settings import NotificationSettings
 
 
-class Session:
+class MailSession:
     """A mail server session whose message has been accepted; `close` says goodbye (QUIT) and hangs up."""
 
     def __init__(self, client: aiosmtplib.SMTP) -> None:
@@ -27,7 +27,7 @@ class Session:
 
 async def hand_over(
     email: EmailMessage, envelope_from: str, recipient: str, settings: NotificationSettings
-) -> Session:
+) -> MailSession:
     """Hand the message over, returning as soon as the server has accepted it.
 
     The session is still open then: a crash before the caller records the acceptance sends the
@@ -56,10 +56,4 @@ async def hand_over(
     except BaseException:
         client.close()
         raise
-    return Session(client)
-
-
-async def deliver(email: EmailMessage, envelope_from: str, recipient: str, settings: NotificationSettings) -> None:
-    """Hand the message over and close the session."""
-    session = await hand_over(email, envelope_from, recipient, settings)
-    await session.close()
+    return MailSession(client)

@@ -168,7 +168,7 @@ class Store:
         return await self.claim([candidate["_id"] for candidate in candidates], now, lease_until, claim)
 
     async def claim(self, keys: list[str], now: datetime, lease_until: datetime, claim: str) -> list[Document]:
-        """Take those of these messages that are due: two look-ups by key, whatever else is waiting.
+        """Take those of these messages that are due: two look-ups by key and a commit, whatever else is waiting.
 
         In a transaction, though one conditional update would be atomic enough. A sender that dies
         while marking a message sent leaves that transaction open on the server, holding the message,
