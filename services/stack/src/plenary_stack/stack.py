@@ -21,16 +21,6 @@ from plenary_stack.processes import Child, free_port, port_open, wait_for_port
 SERVICES = ("registration", "ticketing", "notifications", "checkin")
 DEFAULT_PORTS = {"registration": 8001, "ticketing": 8002, "notifications": 8003, "checkin": 8004}
 
-# The document server runs one thread per connection in one Python process. With the default GIL
-# switch interval (5 ms), a thread busy with one client's batch keeps every other client's short
-# statement waiting up to 5 ms at each of its many I/O steps; under a surge a 2 ms lookup took
-# hundreds. A shorter interval lets the short statements through.
-DOCUMENT_SERVER = (
-    "import runpy, sys; sys.setswitchinterval(0.0005); "
-    "runpy.run_module('secantus', run_name='__main__', alter_sys=True)"
-)
-
-
 @dataclass
 class StackConfig:
     var: Path
@@ -106,7 +96,7 @@ class EmbeddedStack:
             logs / "broker.log",
         )
         documents = [
-            sys.executable, "-c", DOCUMENT_SERVER, "--host", "127.0.0.1", "--port", str(config.mongo_port),
+            sys.executable, "-m", "plenary_stack.documents", "--host", "127.0.0.1", "--port", str(config.mongo_port),
             "--storage-path", str(self.var / "db"), "--log-level", "WARNING",
             # A standalone server keeps no oplog: nothing here reads one (no change streams), and
             # writing an entry for every document cost about an eighth of the server's time.
