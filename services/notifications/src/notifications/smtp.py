@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from email.message import EmailMessage
 
 import aiosmtplib
@@ -25,6 +26,17 @@ class MailSession:
             self._client.close()
 
 
+_local_hostname: str | None = None
+
+
+async def local_hostname() -> str:
+    """This host's name for EHLO, looked up once: aiosmtplib looks it up in a thread on every connection."""
+    global _local_hostname
+    if _local_hostname is None:
+        _local_hostname = await asyncio.to_thread(socket.getfqdn)
+    return _local_hostname
+
+
 async def hand_over(
     email: EmailMessage, envelope_from: str, recipient: str, settings: NotificationSettings
 ) -> MailSession:
@@ -44,6 +56,7 @@ async def hand_over(
         username=settings.smtp_username or None,
         password=password if settings.smtp_username else None,
         timeout=settings.smtp_timeout_seconds,
+        local_hostname=await local_hostname(),
     )
 
     async def exchange() -> None:

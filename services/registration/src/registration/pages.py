@@ -120,6 +120,8 @@ _templates = Environment(
     undefined=StrictUndefined,
     trim_blocks=True,
     lstrip_blocks=True,
+    # The templates ship with the service: no need to look at their files on every page.
+    auto_reload=False,
 )
 
 
