@@ -430,6 +430,33 @@ async def test_same_nonce_twice_gets_the_first_answer_recorded_once(checkin: Che
     assert (await checkin.verdict(box.event_id, ticket.code))["verdict"] == "already_admitted"
 
 
+async def test_an_exit_or_a_refusal_sent_again_is_answered_as_before_and_counted_once(
+    checkin: Checkin, box: Box
+) -> None:
+    ticket = await checkin.delegate(box, "Siobhan Kelly")
+    assert (await checkin.verdict(box.event_id, ticket.code, gate="North"))["verdict"] == "admitted"
+    way_out, refused = "exit-" + uuid.uuid4().hex, "forged-" + uuid.uuid4().hex
+    forged = ticket.code[:-3] + ("A" if ticket.code[-3] != "A" else "B") + ticket.code[-2:]
+
+    exited = await checkin.verdict(box.event_id, ticket.code, gate="North", direction="out", nonce=way_out)
+    turned_away = await checkin.verdict(box.event_id, forged, gate="North", nonce=refused)
+    before = await checkin.attendance(box.event_id)
+    # Sent again, together and apart, as a phone's upload queue does after a lost reply. Decided
+    # afresh they would be different: the delegate is outside now, so a second exit moves nothing.
+    again = await asyncio.gather(
+        *(checkin.verdict(box.event_id, ticket.code, gate="North", direction="out", nonce=way_out) for _ in range(3)),
+        *(checkin.verdict(box.event_id, forged, gate="North", nonce=refused) for _ in range(2)),
+    )
+    again.append(await checkin.verdict(box.event_id, ticket.code, gate="North", direction="out", nonce=way_out))
+
+    assert exited["verdict"] == "exited" and turned_away["verdict"] != "admitted"
+    assert again[:3] + again[5:] == [exited] * 4
+    assert again[3:5] == [turned_away] * 2
+    assert await checkin.attendance(box.event_id) == before
+    for nonce in (way_out, refused):
+        assert await checkin.store.scans.count_documents({"nonce_key": f"{box.event_id}:{nonce}"}) == 1
+
+
 async def test_attendance_counts_people_gates_ticket_types_and_who_is_inside(checkin: Checkin) -> None:
     box = Box()
     head = await checkin.delegate(box, "Amira Haddad")

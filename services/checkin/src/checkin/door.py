@@ -158,23 +158,29 @@ class Scans:
         return answer.body
 
     async def _decide_batch(self, event_id: str, arrivals: list[_Arrival]) -> list[_Answer | Exception]:
+        # A nonce is new nearly every time, so the first attempt does not look for replies given
+        # before. A nonce sent again fails the batch's insert of its scan (the nonce is unique);
+        # from then on the batch is decided knowing the replies already given.
+        answered_before = False
         for _ in range(self.MAX_ATTEMPTS):
             try:
-                known = await self._known(arrivals)
+                known = await self._known(arrivals, answered_before)
                 async with self._transactions:
                     return await in_transaction(
                         self._client, partial(self._decide_together, event_id, arrivals, known)
                     )
             except (_Contended, DuplicateKeyError):
+                answered_before = True
                 continue
             except BulkWriteError as exc:
                 if any(error.get("code") == DUPLICATE_KEY for error in exc.details.get("writeErrors", [])):
+                    answered_before = True
                     continue
                 raise
         refused = CheckinRefused(503, "scan_contended", "Too many scans of this ticket at once; please scan again.")
         return [refused for _ in arrivals]
 
-    async def _known(self, arrivals: list[_Arrival]) -> _Known:
+    async def _known(self, arrivals: list[_Arrival], answered_before: bool = True) -> _Known:
         """Everything a batch decides from, read before its transaction begins, side by side.
 
         Reading inside the transaction would guard nothing: a transaction conflicts with other
@@ -183,7 +189,8 @@ class Scans:
         move in or out is an update conditional on the entry and exit counts read here, and a scan is
         recorded under its nonce (unique). A change made meanwhile by another process fails the
         batch, which is then decided again from a fresh read. Outside, the reads of replies,
-        tickets, admissions and rooms go together, and the transaction is only the writes.
+        tickets, admissions and rooms go together, and the transaction is only the writes. The
+        replies already given are read only when `answered_before` says some nonce may have one.
         """
         store = self._store
         ticket_ids = sorted({a.genuine for a in arrivals if a.genuine is not None})
@@ -191,7 +198,7 @@ class Scans:
             {f"{a.genuine}:{a.request.session}" for a in arrivals if a.genuine and a.request.session is not None}
         )
         earlier, tickets, admissions, rooms = await asyncio.gather(
-            store.replies_for_nonces([a.nonce_key for a in arrivals]),
+            store.replies_for_nonces([a.nonce_key for a in arrivals]) if answered_before else _nothing(),
             store.tickets_by_id(ticket_ids),
             store.admissions_by_id(ticket_ids),
             store.room_admissions_by_id(room_ids),
@@ -395,6 +402,10 @@ class Scans:
 
     async def recent(self, event_id: str, limit: int) -> list[Document]:
         return await self._store.recent_scans(event_id, limit)
+
+
+async def _nothing() -> dict[str, Document]:
+    return {}
 
 
 def _double_entry(event_id: str, arrival: _Arrival, attendee: Attendee | None, decision: Decision) -> Document:
