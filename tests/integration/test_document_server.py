@@ -4,8 +4,8 @@ WiredTiger keeps every version of a document newer than the oldest snapshot stil
 server's TTL sweeper used to keep the snapshot of its last sweep until the next one, a minute later;
 meanwhile every update to a hot document (a counter, an outbox row) kept its old versions, the pages
 holding them outgrew WiredTiger's limit, and requests waited on evictions that could not succeed.
-These tests run the real storage engine in this process, with a sweep every few tenths of a second,
-and read WiredTiger's own statistic of how many transaction ids the oldest snapshot holds back.
+These tests run the real storage engine in this process, with a sweep every second, and read
+WiredTiger's own statistic of how many transaction ids the oldest snapshot holds back.
 """
 
 from __future__ import annotations

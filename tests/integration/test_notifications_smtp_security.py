@@ -131,7 +131,7 @@ async def send(message: EmailMessage, envelope_from: str, recipient: str, config
 async def test_starttls_with_login_delivers(starttls_server: tuple[Controller, Collect]) -> None:
     controller, handler = starttls_server
     await send(email(), "events@plenary.example", "siobhan@st-helens-primary.example",
-                       settings(controller, "starttls", **LOGIN))
+               settings(controller, "starttls", **LOGIN))
     [(sender, recipients, raw)] = handler.received
     assert (sender, recipients) == ("events@plenary.example", ["siobhan@st-helens-primary.example"])
     assert b"Subject: Your place at Education Leadership" in raw
@@ -140,7 +140,7 @@ async def test_starttls_with_login_delivers(starttls_server: tuple[Controller, C
 async def test_implicit_tls_with_login_delivers(implicit_tls_server: tuple[Controller, Collect]) -> None:
     controller, handler = implicit_tls_server
     await send(email(), "events@plenary.example", "siobhan@st-helens-primary.example",
-                       settings(controller, "tls", **LOGIN))
+               settings(controller, "tls", **LOGIN))
     assert len(handler.received) == 1
 
 
@@ -150,5 +150,5 @@ async def test_a_server_that_insists_on_tls_refuses_a_plain_session(
     controller, handler = starttls_server
     with pytest.raises(aiosmtplib.SMTPException):
         await send(email(), "events@plenary.example", "siobhan@st-helens-primary.example",
-                           settings(controller, "none"))
+                   settings(controller, "none"))
     assert handler.received == []

@@ -180,7 +180,7 @@ class Scans:
         refused = CheckinRefused(503, "scan_contended", "Too many scans of this ticket at once; please scan again.")
         return [refused for _ in arrivals]
 
-    async def _known(self, arrivals: list[_Arrival], answered_before: bool = True) -> _Known:
+    async def _known(self, arrivals: list[_Arrival], answered_before: bool) -> _Known:
         """Everything a batch decides from, read before its transaction begins, side by side.
 
         Reading inside the transaction would guard nothing: a transaction conflicts with other
