@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from prometheus_client import REGISTRY
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -303,3 +303,89 @@ async def test_a_failing_run_is_applied_event_by_event_so_only_the_poison_is_set
     finally:
         await publisher.stop()
         await client.close()
+
+
+async def test_a_fetch_across_partitions_is_applied_together_and_every_partition_committed(
+    kit: tuple[EmbeddedStack, str],
+) -> None:
+    """A burst lands a few events on each of several partitions: one transaction for them, not one each."""
+    stack, db_name = kit
+    client = connect(stack.config.mongo)
+    db = client[db_name]
+    publisher = Publisher(stack.config.bootstrap)
+    name = f"fetch-{uuid.uuid4().hex[:6]}"
+    calls: list[list[str]] = []
+
+    async def cancel_many(items: list[tuple[Envelope, events.EventData]], session: Session) -> None:
+        calls.append([envelope.subject for envelope, _ in items])
+        await db["applied"].insert_many([{"_id": envelope.subject} for envelope, _ in items], session=session)
+
+    # The group starts where the topic ends now, so its first fetch holds this test's events only.
+    marking = AIOKafkaConsumer(
+        bootstrap_servers=stack.config.bootstrap, group_id=name, enable_auto_commit=False,
+        session_timeout_ms=2000, heartbeat_interval_ms=300,
+    )
+    await marking.start()
+    try:
+        partitions = registration_partitions(marking)
+        marking.assign(partitions)
+        await marking.seek_to_end(*partitions)
+        await marking.commit({tp: await marking.position(tp) for tp in partitions})
+    finally:
+        await marking.stop()
+    producer = AIOKafkaProducer(bootstrap_servers=stack.config.bootstrap, acks="all")
+    await producer.start()
+    partition_of: dict[str, int] = {}
+    try:
+        for event in [cancelled_event() for _ in range(24)]:
+            sent = await producer.send_and_wait(topics.REGISTRATION, event.to_bytes(), key=event.subject.encode())
+            partition_of[event.subject] = sent.partition
+    finally:
+        await producer.stop()
+    assert len(set(partition_of.values())) > 2, "24 delegates' events spread over the topic's partitions"
+
+    consumer = Consumer(
+        name, {"registration.cancelled": Batched(cancel_many)}, client=client, db=db, publisher=publisher,
+        bootstrap_servers=stack.config.bootstrap, session_timeout_ms=2000, heartbeat_interval_ms=300,
+    )
+    await consumer.prepare()
+    running = asyncio.create_task(consumer.run())
+    try:
+        await eventually(lambda: _all_applied(db, len(partition_of)), timeout=30)
+        # Committed offsets are read back before the consumer goes, so the group is still stable.
+        await eventually(lambda: _committed_to_end(stack.config.bootstrap, name), timeout=10)
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await publisher.stop()
+        await client.close()
+
+    assert sorted(s for call in calls for s in call) == sorted(partition_of)
+    # Each call is one run in one transaction; a run spans partitions, so there are fewer runs than partitions.
+    assert any(len({partition_of[s] for s in call}) > 1 for call in calls), calls
+    assert len(calls) < len(set(partition_of.values()))
+
+
+def registration_partitions(consumer: AIOKafkaConsumer) -> list[TopicPartition]:
+    numbers = consumer.partitions_for_topic(topics.REGISTRATION) or set()
+    return [TopicPartition(topics.REGISTRATION, number) for number in sorted(numbers)]
+
+
+async def _all_applied(db: AsyncDatabase[Document], want: int) -> bool:
+    return await db["applied"].count_documents({}) == want
+
+
+async def _committed_to_end(bootstrap: str, group: str) -> bool:
+    """Whether the group's committed offset on every partition of the topic is the partition's end."""
+    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    admin = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await reader.start()
+    await admin.start()
+    try:
+        partitions = registration_partitions(reader)
+        ends = await reader.end_offsets(partitions)
+        committed = [await admin.committed(tp) for tp in partitions]
+        return committed == [ends[tp] for tp in partitions]
+    finally:
+        await admin.stop()
+        await reader.stop()
