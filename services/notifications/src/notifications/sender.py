@@ -11,16 +11,14 @@ or replayed event finds the key taken and queues nothing. Its states:
 A sender claims a due message with one conditional update that sets it to "sending"
 under a lease (domain.LEASE) and a claim id of its own; only the holder of that claim
 can record the outcome. Once the SMTP server has accepted the message, the "sent" mark
-and the `notification.sent` event are written in one transaction straight away (`SentMarks`:
-marks that fall due while one such transaction is being written go together in the next).
+and the `notification.sent` event are written in one transaction straight away.
 Retry times live in the message document, so retries survive restarts.
 
 The one narrow window in which a delegate can get a message twice: the SMTP server
 has answered 250 to the message's data, and the process dies (or MongoDB stays
 unreachable for the rest of the lease) before the "sent" mark commits. The message
 is then still "sending"; when its lease runs out another sender takes it and sends it
-again. The window is one transaction long in the normal case, two when the mark has to
-wait for the one being written before it. It cannot be
+again. The window is one database round trip long in the normal case. It cannot be
 closed: SMTP has no way to ask a server whether it already has a message, and marking
 the message sent before handing it over would turn the same crash into a lost email,
 which is worse. The copy carries the same Message-ID (compose.Composer.message_id),
@@ -53,7 +51,6 @@ from notifications.rate import SendRate
 from notifications.settings import NotificationSettings
 from notifications.store import Store
 from plenary_kit import events
-from plenary_kit.desk import BatchDesk
 from plenary_kit.envelope import Envelope
 from plenary_kit.logs import get_logger
 from plenary_kit.mongo import Document, Session, in_transaction
@@ -107,90 +104,6 @@ def _due_since(message: Document) -> datetime:
     return due_at or message["created_at"]
 
 
-class ClaimsMoved(Exception):
-    """A message in a batch of sent marks is no longer held under the claim it was sent with."""
-
-
-class SentMarks:
-    """Writes "sent" marks with their `notification.sent` events, as many together as fall due at once.
-
-    A sender hands over up to a batch of messages at a time, and their SMTP servers answer within
-    moments of each other. Each mark in a transaction of its own cost the document server three
-    requests and a rewrite of the outbox per message, and under a burst the marks queued behind
-    each other there, so the double-send window grew with the burst. Here the first mark is
-    written at once; those that fall due while it is being written wait for it and go together in
-    one transaction (see plenary_kit.desk): an update per claim and all their events. Should any
-    message have been taken over meanwhile (its lease ran out), the batch is written again one
-    message at a time, which finds out which.
-    """
-
-    def __init__(self, client: AsyncMongoClient[Document], store: Store, outbox: Outbox) -> None:
-        self._client = client
-        self._store = store
-        self._outbox = outbox
-        self._desk: BatchDesk[Document, datetime | None] = BatchDesk(self._mark)
-
-    async def mark(self, message: Document) -> datetime | None:
-        """Mark a message sent, with its event; when it was marked, or None if the claim was lost."""
-        return await self._desk.submit("sent", message)
-
-    async def _mark(self, _key: str, messages: list[Document]) -> list[datetime | Exception | None]:
-        if len(messages) > 1:
-            now = datetime.now(UTC)
-            try:
-                await in_transaction(self._client, lambda session: self._mark_together(messages, now, session))
-            except ClaimsMoved:
-                log.info("sent_marks_split", size=len(messages))
-            else:
-                return [now for _ in messages]
-        outcomes: list[datetime | Exception | None] = []
-        for message in messages:
-            try:
-                outcomes.append(await self._mark_alone(message))
-            except Exception as exc:  # that message's sender retries it; the others' marks stand
-                outcomes.append(exc)
-        return outcomes
-
-    async def _mark_together(self, messages: list[Document], now: datetime, session: Session) -> None:
-        keys_by_claim: dict[str, set[str]] = {}
-        for message in messages:
-            keys_by_claim.setdefault(message["claim"], set()).add(message["_id"])
-        changes = {"sent_at": now, "last_error": None, "updated_at": now}
-        for claim, keys in keys_by_claim.items():
-            if await self._store.settle_many(sorted(keys), claim, Status.SENT, changes, session) != len(keys):
-                raise ClaimsMoved()
-        await self._outbox.add(session, *(sent_event(message, now) for message in messages))
-
-    async def _mark_alone(self, message: Document) -> datetime | None:
-        now = datetime.now(UTC)
-
-        async def work(session: Session) -> bool:
-            changes = {"sent_at": now, "last_error": None, "updated_at": now}
-            if not await self._store.settle(message["_id"], message["claim"], Status.SENT, changes, session):
-                return False
-            await self._outbox.add(session, sent_event(message, now))
-            return True
-
-        return now if await in_transaction(self._client, work) else None
-
-
-def message_event(message: Document, data: events.EventData) -> Envelope:
-    return Envelope.new(
-        data,
-        source=SOURCE,
-        subject=message["registration_id"],
-        correlation_id=message.get("correlation_id") or str(uuid.uuid4()),
-        causation_id=message.get("causation_id"),
-    )
-
-
-def sent_event(message: Document, sent_at: datetime) -> Envelope:
-    data = events.NotificationSent(
-        message_id=message["_id"], registration_id=message["registration_id"], kind=message["kind"], sent_at=sent_at
-    )
-    return message_event(message, data)
-
-
 class Sender:
     """The background loop that sends due messages, a few at a time."""
 
@@ -217,7 +130,6 @@ class Sender:
         self._poll = poll_seconds
         self._rng = rng or random.Random()
         self._envelope_from = parseaddr(settings.mail_from)[1]
-        self._marks = SentMarks(client, store, outbox)
         self._wake = asyncio.Event()
         # Messages queued in this process, by key, in the order named, with when each was first tried
         # (None: not yet): claimed by key before anything is searched for.
@@ -379,8 +291,19 @@ class Sender:
                 backoff = min(backoff * 2, 5.0)
 
     async def _record_sent(self, message: Document) -> None:
-        now = await self._marks.mark(message)
-        if now is None:
+        now = datetime.now(UTC)
+
+        async def work(session: Session) -> bool:
+            changes = {"sent_at": now, "last_error": None, "updated_at": now}
+            if not await self._store.settle(message["_id"], message["claim"], Status.SENT, changes, session):
+                return False
+            data = events.NotificationSent(
+                message_id=message["_id"], registration_id=message["registration_id"], kind=message["kind"], sent_at=now
+            )
+            await self._outbox.add(session, self._event(message, data))
+            return True
+
+        if not await in_transaction(self._client, work):
             log.warning("notification_claim_lost")
             return
         self._outbox.nudge()
@@ -416,7 +339,7 @@ class Sender:
                 kind=message["kind"],
                 error=failure.error,
             )
-            await self._outbox.add(session, message_event(message, data))
+            await self._outbox.add(session, self._event(message, data))
             return True
 
         if not await in_transaction(self._client, work):
@@ -426,4 +349,14 @@ class Sender:
         MESSAGES.labels(message["kind"], "failed").inc()
         log.error(
             "notification_failed", error=failure.reason, smtp_status=failure.code, permanent=failure.permanent
+        )
+
+    @staticmethod
+    def _event(message: Document, data: events.EventData) -> Envelope:
+        return Envelope.new(
+            data,
+            source=SOURCE,
+            subject=message["registration_id"],
+            correlation_id=message.get("correlation_id") or str(uuid.uuid4()),
+            causation_id=message.get("causation_id"),
         )

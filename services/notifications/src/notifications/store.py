@@ -206,18 +206,6 @@ class Store:
         )
         return result.modified_count == 1
 
-    async def settle_many(
-        self, keys: list[str], claim: str, status: Status, changes: Document, session: Session
-    ) -> int:
-        """`settle` for several messages held under one claim, in one request; returns how many it settled."""
-        update: Document = {"$set": {"status": status, **changes}}
-        if status in (Status.SENT, Status.FAILED):
-            update["$unset"] = {"next_attempt_at": "", "claim": ""}
-        result = await self.messages.update_many(
-            {"_id": {"$in": keys}, "status": Status.SENDING, "claim": claim}, update, session=session
-        )
-        return result.modified_count
-
     async def message(self, key: str, session: Session | None = None) -> Document | None:
         return await self.messages.find_one({"_id": key}, session=session)
 
