@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -10,11 +11,41 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+EPHEMERAL_PORTS = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_handed_out: set[int] = set()
+
+
+def listening_ports() -> range:
+    """Ports no outgoing connection is given: below the kernel's ephemeral range, or above it.
+
+    A port asked of the kernel with bind(0) comes from the ephemeral range, and between choosing it
+    and the server binding it any client on the machine (a service connecting to the broker, say)
+    can be given the same port for its own end of a connection, and the server fails to start.
+    """
+    try:
+        low, high = (int(part) for part in EPHEMERAL_PORTS.read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    if low - 10000 >= 2000:
+        return range(10000, low)
+    return range(high + 1, 65536)
+
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A port on 127.0.0.1 that nothing holds now, outside the ephemeral range, not handed out before."""
+    ports = listening_ports()
+    for _ in range(200):
+        port = random.choice(ports)
+        if port in _handed_out:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port found in {ports.start}-{ports.stop - 1}")
 
 
 def port_open(host: str, port: int) -> bool:
@@ -62,6 +93,14 @@ class Child:
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def log_tail(self, lines: int = 15) -> str:
+        """The last lines the process wrote, to say why it exited where the log file is out of reach."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
 
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM, then SIGKILL after `grace` seconds."""

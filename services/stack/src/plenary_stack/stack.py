@@ -202,7 +202,7 @@ class EmbeddedStack:
                 for name in sorted(pending):
                     child = self.services[name]
                     if not child.running:
-                        raise RuntimeError(f"{name} exited; see {child.log_path}")
+                        raise RuntimeError(f"{name} exited; see {child.log_path}; it ended:\n{child.log_tail()}")
                     try:
                         if client.get(f"{self.config.url(name)}/readyz").status_code == 200:
                             pending.discard(name)
