@@ -105,7 +105,11 @@ def _due_since(message: Document) -> datetime:
 
 
 class Sender:
-    """The background loop that sends due messages, a few at a time."""
+    """The background loop that sends due messages, up to `concurrency` at a time.
+
+    A message is claimed as soon as a place is free: one slow delivery (a mark waiting for the
+    database, a slow SMTP answer) holds up only itself, not the messages claimed with it.
+    """
 
     def __init__(
         self,
@@ -116,7 +120,7 @@ class Sender:
         settings: NotificationSettings,
         rate: SendRate,
         *,
-        batch: int = 16,
+        concurrency: int = 16,
         poll_seconds: float = 0.2,
         rng: random.Random | None = None,
     ) -> None:
@@ -126,7 +130,7 @@ class Sender:
         self._composer = composer
         self._settings = settings
         self._rate = rate
-        self._batch = batch
+        self._concurrency = concurrency
         self._poll = poll_seconds
         self._rng = rng or random.Random()
         self._envelope_from = parseaddr(settings.mail_from)[1]
@@ -135,6 +139,9 @@ class Sender:
         # (None: not yet): claimed by key before anything is searched for.
         self._named: dict[str, float | None] = {}
         self._last_search = 0.0
+        self._in_flight: set[asyncio.Task[None]] = set()
+        # Whether the last claim took every free place, so more may be waiting when a place frees.
+        self._full = False
 
     def nudge(self, keys: Iterable[str] = ()) -> None:
         """Messages were queued (these, where the caller knows them): look now rather than at the next poll."""
@@ -144,43 +151,65 @@ class Sender:
 
     async def run(self) -> None:
         backoff = 0.2
-        while True:
-            try:
-                worked = await self.send_due()
-                backoff = 0.2
-            except PyMongoError as exc:
-                log.warning("sender_waiting_for_database", error=type(exc).__name__, retry_in=backoff)
-                worked = True
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-            except Exception as exc:
-                # A bug must not silence every later email; the message it hit is retried after its lease.
-                log.exception("sender_error", error=type(exc).__name__)
-                worked = True
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-            if worked:
-                continue
-            try:
-                await asyncio.wait_for(self._wake.wait(), NAMED_RETRY_SECONDS if self._named else self._poll)
-            except TimeoutError:
-                pass
+        try:
+            while True:
+                try:
+                    await self.send_due()
+                    backoff = 0.2
+                except PyMongoError as exc:
+                    log.warning("sender_waiting_for_database", error=type(exc).__name__, retry_in=backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                except Exception as exc:
+                    # A bug must not silence every later email; the message it hit is retried after its lease.
+                    log.exception("sender_error", error=type(exc).__name__)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                try:
+                    await asyncio.wait_for(self._wake.wait(), NAMED_RETRY_SECONDS if self._named else self._poll)
+                except TimeoutError:
+                    pass
+        finally:
+            # Stopping: a delivery cut short stays "sending" until its lease runs out, then goes again.
+            for task in self._in_flight:
+                task.cancel()
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
 
-    async def send_due(self) -> bool:
-        """Claim and send one batch of due messages; False when none was due."""
+    async def send_due(self) -> int:
+        """Claim due messages into the free places and start delivering them; how many were claimed."""
         # Cleared before looking, so a nudge that arrives while we look is not lost.
         self._wake.clear()
-        claimed = await self._claim_batch()
-        outcomes = await asyncio.gather(*(self._deliver(message) for message in claimed), return_exceptions=True)
-        for message, outcome in zip(claimed, outcomes, strict=True):
-            if isinstance(outcome, BaseException):
-                # That message stays "sending" until its lease runs out, then is tried again.
-                log.error("delivery_error", message_id=message["_id"], error=type(outcome).__name__, exc_info=outcome)
-        return bool(claimed)
+        free = self._concurrency - len(self._in_flight)
+        if free <= 0:
+            return 0
+        claimed = await self._claim_batch(free)
+        self._full = len(claimed) == free
+        for message in claimed:
+            task = asyncio.create_task(self._deliver_logged(message))
+            self._in_flight.add(task)
+            task.add_done_callback(self._finished)
+        return len(claimed)
 
-    async def _claim_batch(self) -> list[Document]:
-        """Messages named by this process's consumer first, by key; the search for every due message when
-        none is named, and at least every SEARCH_SECONDS so retries and other senders' leftovers go too.
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        if self._full:
+            self._wake.set()
+
+    async def _deliver_logged(self, message: Document) -> None:
+        try:
+            await self._deliver(message)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # That message stays "sending" until its lease runs out, then is tried again.
+            log.error("delivery_error", message_id=message["_id"], error=type(exc).__name__, exc_info=exc)
+
+    async def _claim_batch(self, limit: int) -> list[Document]:
+        """Up to `limit` messages: those named by this process's consumer first, by key; the search for
+        every due message when none is named, and at least every SEARCH_SECONDS so retries and other
+        senders' leftovers go too.
 
         A name arrives before its transaction commits, so one not claimable yet is tried again
         shortly (NAMED_RETRY_SECONDS) for up to NAMED_SECONDS; after that the search finds it like any other.
@@ -189,7 +218,7 @@ class Sender:
         lease_until, claim = now + domain.LEASE, str(uuid.uuid4())
         claimed: list[Document] = []
         started = time.monotonic()
-        named = list(self._named)[: self._batch]
+        named = list(self._named)[:limit]
         if named:
             claimed = await self._store.claim(named, now, lease_until, claim)
             taken = {message["_id"] for message in claimed}
@@ -198,9 +227,9 @@ class Sender:
                 # Not claimable yet: to the back of the line, until it has been tried for NAMED_SECONDS.
                 if key not in taken and (tried is None or started - tried < NAMED_SECONDS):
                     self._named[key] = started if tried is None else tried
-        if len(claimed) < self._batch and (not named or started - self._last_search >= SEARCH_SECONDS):
+        if len(claimed) < limit and (not named or started - self._last_search >= SEARCH_SECONDS):
             self._last_search = started
-            claimed += await self._store.claim_due(now, lease_until, claim, self._batch - len(claimed))
+            claimed += await self._store.claim_due(now, lease_until, claim, limit - len(claimed))
             for message in claimed:
                 self._named.pop(message["_id"], None)
         return claimed
