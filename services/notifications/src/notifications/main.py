@@ -26,7 +26,15 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     store = Store(runtime.db)
     runtime.on_prepare(store.prepare)
     rate = SendRate(store.send_windows, config.notifications_send_rate)
-    sender = Sender(runtime.client, store, runtime.outbox, Composer(config.mail_from), config, rate)
+    sender = Sender(
+        runtime.client,
+        store,
+        runtime.outbox,
+        Composer(config.mail_from),
+        config,
+        rate,
+        concurrency=config.notifications_send_concurrency,
+    )
     notifications = Notifications(
         store,
         runtime.outbox,

@@ -98,6 +98,13 @@ def classify(exc: BaseException) -> DeliveryFailure:
     return DeliveryFailure(f"{reason}: {exc}"[:300], permanent=not isinstance(exc, OSError), reason=reason)
 
 
+def _lap(stages: dict[str, float], stage: str, since: float) -> float:
+    """Record the milliseconds since `since` as `stage`; returns now, the start of the next stage."""
+    now = time.monotonic()
+    stages[stage] = round((now - since) * 1000, 1)
+    return now
+
+
 def _due_since(message: Document) -> datetime:
     """When the message became due: its scheduled time for a reminder, else when it was queued."""
     due_at: datetime | None = message.get("due_at")
@@ -249,6 +256,10 @@ class Sender:
                         log.info("notification_withdrawn", why="no_longer_due")
                     return
                 message = {**message, "content": current.model_dump()}
+            # Where a message's time goes, in the sent log line: building it, waiting for the send
+            # rate, the SMTP exchange and the sent mark.
+            stages: dict[str, float] = {}
+            mark = time.monotonic()
             try:
                 # Building a message with its QR image is tens of milliseconds of CPU: in a thread,
                 # so the consumer sharing this event loop keeps queuing meanwhile.
@@ -258,8 +269,10 @@ class Sender:
                 failure = DeliveryFailure(f"not composed: {type(exc).__name__}", permanent=True, reason="compose")
                 await self._settle(message, lambda: self._record_failure(message, failure))
                 return
+            mark = _lap(stages, "compose_ms", mark)
             # A database hiccup here leaves the message claimed; it is tried again when the lease ends.
             await self._rate.acquire()
+            mark = _lap(stages, "rate_wait_ms", mark)
             try:
                 mail = await smtp.hand_over(email, self._envelope_from, recipient, self._settings)
             except asyncio.CancelledError:
@@ -269,9 +282,9 @@ class Sender:
                 await self._settle(message, lambda: self._record_failure(message, failure))
                 return
             # From here until the mark commits, a crash sends this message twice: mark first, QUIT after.
-            accepted = time.monotonic()
+            accepted = _lap(stages, "smtp_ms", mark)
             try:
-                await self._settle(message, lambda: self._record_sent(message))
+                await self._settle(message, lambda: self._record_sent(message, stages, accepted))
                 UNMARKED_SECONDS.observe(time.monotonic() - accepted)
             finally:
                 await mail.close()
@@ -319,7 +332,7 @@ class Sender:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
-    async def _record_sent(self, message: Document) -> None:
+    async def _record_sent(self, message: Document, stages: dict[str, float], accepted: float) -> None:
         now = datetime.now(UTC)
 
         async def work(session: Session) -> bool:
@@ -337,8 +350,10 @@ class Sender:
             return
         self._outbox.nudge()
         MESSAGES.labels(message["kind"], "sent").inc()
-        DELIVERY_SECONDS.observe((now - _due_since(message)).total_seconds())
-        log.info("notification_sent")
+        waited = (now - _due_since(message)).total_seconds()
+        DELIVERY_SECONDS.observe(waited)
+        _lap(stages, "mark_ms", accepted)
+        log.info("notification_sent", since_queued_ms=round(waited * 1000), **stages)
 
     async def _record_failure(self, message: Document, failure: DeliveryFailure) -> None:
         now = datetime.now(UTC)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Literal
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 
 from plenary_kit.settings import ServiceSettings
 
@@ -26,6 +26,10 @@ class NotificationSettings(ServiceSettings):
     # Messages handed to the SMTP server per second by all of this service's senders together;
     # 0 lifts the limit. Providers throttle or block a sender that bursts far above its quota.
     notifications_send_rate: float = 50.0
+    # Messages one sender has in hand at once (each its own SMTP session). A remote provider takes
+    # a few hundred milliseconds per message, so this bounds the rate one process can reach:
+    # about this many divided by the seconds one message takes.
+    notifications_send_concurrency: int = Field(default=16, ge=1)
     # How long before an event starts its confirmed delegates get their reminder.
     notifications_reminder_lead_hours: float = 24.0
     # How long after an event ends its delegates get the thank-you.
