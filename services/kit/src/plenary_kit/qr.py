@@ -85,8 +85,23 @@ def _mask(version: int, pattern: int) -> list[int]:
     return [int("".join("1" if inverts(i, j) else "0" for j in range(size)), 2) & region[i] for i in range(size)]
 
 
-def _matrix(code: str, box_size: int) -> qrcode.QRCode:
-    qr = qrcode.QRCode(error_correction=_LEVEL, box_size=box_size, border=_BORDER)
+@lru_cache(maxsize=128)
+def _format_overlay(version: int, pattern: int) -> tuple[list[int], list[int]]:
+    """Per row, the modules the format (and version) information occupies for this mask, and which are dark."""
+    layout = qrcode.QRCode(version=version, error_correction=_LEVEL)
+    size = layout.modules_count = version * 4 + 17
+    layout.modules = [[None] * size for _ in range(size)]
+    layout.setup_type_info(False, pattern)
+    if version >= 7:
+        layout.setup_type_number(False)
+    occupied = [int("".join("0" if module is None else "1" for module in row), 2) for row in layout.modules]
+    dark = [int("".join("1" if module else "0" for module in row), 2) for row in layout.modules]
+    return occupied, dark
+
+
+def _symbol(code: str) -> tuple[int, int, list[int]]:
+    """The code's version, its side in modules, and its rows as integers (first module the highest bit)."""
+    qr = qrcode.QRCode(error_correction=_LEVEL)
     qr.add_data(code, optimize=0)
     qr.best_fit()
     version = qr.version
@@ -103,21 +118,30 @@ def _matrix(code: str, box_size: int) -> qrcode.QRCode:
     # The first of the lowest, as the library itself chooses. The data modules are the placement
     # with that mask applied; only the format (and version) information still names mask 0's test.
     best = scores.index(min(scores))
-    masked = [row ^ flip for row, flip in zip(unmasked, _mask(version, best), strict=True)]
-    qr.modules = [[bool(row >> (size - 1 - column) & 1) for column in range(size)] for row in masked]
-    qr.setup_type_info(False, best)
-    if version >= 7:
-        qr.setup_type_number(False)
-    return qr
+    occupied, dark = _format_overlay(version, best)
+    rows = [
+        (row ^ flip) & ~taken | ink
+        for row, flip, taken, ink in zip(unmasked, _mask(version, best), occupied, dark, strict=True)
+    ]
+    return version, size, rows
+
+
+def _bordered(code: str) -> list[str]:
+    """The symbol's rows as strings of "1" (dark) and "0", the quiet zone included."""
+    _, size, rows = _symbol(code)
+    side = size + 2 * _BORDER
+    blank = "0" * side
+    edge = "0" * _BORDER
+    return [blank] * _BORDER + [edge + format(row, f"0{size}b") + edge for row in rows] + [blank] * _BORDER
 
 
 def modules(code: str) -> list[list[bool]]:
     """The code's module matrix, quiet zone included, for drawing it by other means (a PDF)."""
-    return [list(row) for row in _matrix(code, 1).get_matrix()]
+    return [[module == "1" for module in row] for row in _bordered(code)]
 
 
 def version_of(code: str) -> int:
-    return int(_matrix(code, 1).version)
+    return _symbol(code)[0]
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
@@ -130,17 +154,25 @@ def _widened(box_size: int) -> dict[str, str]:
     return {"1": "0" * box_size, "0": "1" * box_size}
 
 
+_PIXEL_BYTES = str.maketrans({"1": "\x00", "0": "\xff"})
+
+
 def png(code: str, box_size: int = 8) -> bytes:
     """A black-on-white 1-bit PNG, `box_size` pixels per module, with a four-module quiet zone."""
-    matrix = ["".join("1" if module else "0" for module in row) for row in _matrix(code, box_size).get_matrix()]
+    matrix = _bordered(code)
     side = len(matrix) * box_size
-    widen = _widened(box_size)
-    padding = "1" * (-side % 8)
     scanlines = []
-    for row in matrix:
-        pixels = "".join(widen[module] for module in row) + padding
-        # Filter type 0 (none) before each scanline.
-        scanlines.append((b"\x00" + int(pixels, 2).to_bytes(len(pixels) // 8, "big")) * box_size)
+    if box_size == 8:
+        # Eight pixels a module: each module is one whole byte, dark 0x00 and light 0xFF.
+        for row in matrix:
+            scanlines.append((b"\x00" + row.translate(_PIXEL_BYTES).encode("latin-1")) * 8)
+    else:
+        widen = _widened(box_size)
+        padding = "1" * (-side % 8)
+        for row in matrix:
+            pixels = "".join(widen[module] for module in row) + padding
+            # Filter type 0 (none) before each scanline.
+            scanlines.append((b"\x00" + int(pixels, 2).to_bytes(len(pixels) // 8, "big")) * box_size)
     header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
     return (
         b"\x89PNG\r\n\x1a\n"
