@@ -184,20 +184,19 @@ class Sender:
                 task.cancel()
             await asyncio.gather(*self._in_flight, return_exceptions=True)
 
-    async def send_due(self) -> int:
-        """Claim due messages into the free places and start delivering them; how many were claimed."""
+    async def send_due(self) -> None:
+        """Claim due messages into the free places and start delivering them."""
         # Cleared before looking, so a nudge that arrives while we look is not lost.
         self._wake.clear()
         free = self._concurrency - len(self._in_flight)
         if free <= 0:
-            return 0
+            return
         claimed = await self._claim_batch(free)
         self._full = len(claimed) == free
         for message in claimed:
             task = asyncio.create_task(self._deliver_logged(message))
             self._in_flight.add(task)
             task.add_done_callback(self._finished)
-        return len(claimed)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
