@@ -9,10 +9,14 @@ WiredTiger's own statistic of how many transaction ids the oldest snapshot holds
 
 A transaction between two statements is idle too: while its client works out the next step, its
 cursors must not stay on the pages they read, or a hot page that has to be evicted cannot be.
+
+A write statement reads its collection's index definitions once, not once per document; what it
+writes through the indexes must stay exactly what it was.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -22,7 +26,11 @@ from typing import Any
 import pytest
 from secantus.storage import Storage
 
-from plenary_stack.documents import release_cursors_between_statements, release_snapshot_after_ttl_sweeps
+from plenary_stack.documents import (
+    read_indexes_once_per_write,
+    release_cursors_between_statements,
+    release_snapshot_after_ttl_sweeps,
+)
 
 PINNED = "transaction: transaction range of IDs currently pinned"
 # Long enough for the updates below to run between two sweeps.
@@ -61,9 +69,7 @@ def storage(tmp_path: Path) -> Iterator[Storage]:
 
 def test_a_ttl_sweep_leaves_no_snapshot_behind_while_a_hot_document_is_updated(storage: Storage) -> None:
     # An outbox as the services keep one: sent rows expire, so the sweeper visits it.
-    storage.create_index(
-        "plenary_checkin", "outbox", "sent_at_ttl", {"sent_at": 1}, {"expireAfterSeconds": 30 * 86400}
-    )
+    storage.create_index("plenary_checkin", "outbox", "sent_at_ttl", {"sent_at": 1}, {"expireAfterSeconds": 30 * 86400})
     storage.insert("plenary_checkin", "outbox", [{"_id": n, "sent_at": datetime.now(UTC)} for n in range(50)])
     storage.insert("plenary_checkin", "counters", [{"_id": "admitted", "n": 0}])
     storage.release_thread_snapshot()  # as the server does after every request
@@ -144,8 +150,108 @@ def test_statements_after_a_release_see_the_transaction_s_own_writes_and_commit(
 def test_the_fixes_are_applied_once_however_often_they_are_asked_for() -> None:
     release_snapshot_after_ttl_sweeps()
     release_cursors_between_statements()
-    sweep, use = Storage.prune_ttl_all_collections, Storage.use_user_transaction
+    read_indexes_once_per_write()
+    sweep, use, read = Storage.prune_ttl_all_collections, Storage.use_user_transaction, Storage._iter_indexes
     release_snapshot_after_ttl_sweeps()
     release_cursors_between_statements()
+    read_indexes_once_per_write()
     assert Storage.prune_ttl_all_collections is sweep
     assert Storage.use_user_transaction is use
+    assert Storage._iter_indexes is read
+
+
+# A read of index definitions: SecantusDB keeps them in a table of their own, read by one method.
+CATALOG = "_iter_indexes table:secantus_indexes"
+
+
+@pytest.fixture
+def indexed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Storage, list[str]]]:
+    """A storage engine with the write fix, a registrations collection indexed as the service indexes
+    it, and a list of every table a cursor is asked for."""
+    read_indexes_once_per_write()
+    opened: list[str] = []
+    cursor = Storage._cursor
+
+    def counted(self: Storage, table: str, *args: Any, **kwargs: Any) -> Any:
+        opened.append(f"{sys._getframe(1).f_code.co_name} {table}")
+        return cursor(self, table, *args, **kwargs)
+
+    monkeypatch.setattr(Storage, "_cursor", counted)
+    engine = Storage(str(tmp_path / "db"), enable_oplog=False)
+    engine.create_index(
+        "plenary_registration", "registrations", "email", {"event_id": 1, "email_key": 1}, {"unique": True}
+    )
+    engine.create_index("plenary_registration", "registrations", "sessions", {"sessions": 1})
+    engine.create_index(
+        "plenary_registration",
+        "registrations",
+        "waiting",
+        {"event_id": 1, "waitlist_position": 1},
+        {"partialFilterExpression": {"status": "waitlisted"}},
+    )
+    try:
+        yield engine, opened
+    finally:
+        engine.close()
+
+
+def delegate(n: int, **fields: Any) -> dict[str, Any]:
+    return {"_id": f"r-{n}", "event_id": "symposium", "email_key": f"delegate{n}@school.example", **fields}
+
+
+def test_a_batch_of_registrations_reads_the_index_definitions_once(indexed: tuple[Storage, list[str]]) -> None:
+    engine, opened = indexed
+    opened.clear()
+    inserted, errors = engine.insert(
+        "plenary_registration", "registrations", [delegate(n, status="confirmed") for n in range(60)]
+    )
+    assert (inserted, errors) == (60, [])
+    # Without the fix every document reads them four or five times (about 300 reads here).
+    assert opened.count(CATALOG) <= 3, f"{opened.count(CATALOG)} catalog reads for one statement"
+
+    opened.clear()
+    engine.update_matching(
+        "plenary_registration",
+        "registrations",
+        {"event_id": "symposium"},
+        {"$set": {"status": "cancelled"}},
+        multi=True,
+    )
+    assert opened.count(CATALOG) <= 6, f"{opened.count(CATALOG)} catalog reads for one update of 60"
+    assert len(engine.find_matching("plenary_registration", "registrations", {"status": "cancelled"})) == 60
+
+
+def test_indexes_written_by_a_batch_are_the_ones_a_read_finds(indexed: tuple[Storage, list[str]]) -> None:
+    engine, _ = indexed
+    docs = [
+        delegate(1, status="confirmed", sessions="leading-learning"),
+        # An array mid-batch makes the sessions index multikey, which the rest of the batch must see.
+        delegate(2, status="waitlisted", waitlist_position=1, sessions=["leading-learning", "send-provision"]),
+        delegate(3, status="waitlisted", waitlist_position=2, sessions=["send-provision", "curriculum"]),
+        delegate(1, status="confirmed"),  # the same address again: the unique index refuses it
+        delegate(4, status="confirmed", sessions=[]),
+    ]
+    docs[3]["_id"] = "r-1-again"
+    inserted, errors = engine.insert("plenary_registration", "registrations", docs, ordered=False)
+    assert inserted == 4
+    assert [error["index"] for error in errors] == [3]
+
+    def ids(query: dict[str, Any]) -> list[str]:
+        return sorted(doc["_id"] for doc in engine.find_matching("plenary_registration", "registrations", query))
+
+    assert ids({"sessions": "send-provision"}) == ["r-2", "r-3"]
+    assert ids({"sessions": "leading-learning"}) == ["r-1", "r-2"]
+    assert ids({"event_id": "symposium", "status": "waitlisted", "waitlist_position": 2}) == ["r-3"]
+    multikey = {
+        index["name"]: index.get("multikey", False)
+        for index in engine.list_indexes("plenary_registration", "registrations")
+    }
+    assert multikey["sessions"] is True
+
+    # An index made between two statements is maintained by the second.
+    engine.create_index("plenary_registration", "registrations", "status", {"status": 1})
+    engine.update_matching("plenary_registration", "registrations", {"_id": "r-1"}, {"$set": {"status": "cancelled"}})
+    assert ids({"status": "cancelled"}) == ["r-1"]
+    assert ids({"status": "confirmed"}) == ["r-4"]
+    engine.delete_matching("plenary_registration", "registrations", {"_id": "r-3"})
+    assert ids({"sessions": "send-provision"}) == ["r-2"]
