@@ -188,6 +188,10 @@ async def test_dashboard_shows_a_scan_within_a_second_without_reloading(
         offline=True, scanned_at=datetime.now(UTC).isoformat(),
     )
     assert offline["verdict"] == "already_admitted"
+    # That phone had its token straight from the organiser's call, not from an enrolment code: it is in use.
+    north_phone = laptop.locator("#devices-list li", has_text="North door phone")
+    await expect(north_phone).to_contain_text("Last seen", timeout=10_000)
+    await expect(north_phone.locator(".tag")).to_have_text("Set up")
 
     alerts = laptop.locator("#alerts-panel")
     await expect(alerts).to_have_attribute("data-state", "raised")

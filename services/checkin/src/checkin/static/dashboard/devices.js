@@ -30,7 +30,8 @@ export function parseGates(text) {
 
 function statusOf(device) {
   if (device.revoked) return { text: "Stopped", tone: "bad" };
-  if (device.enrolled) return { text: "Set up", tone: "good" };
+  // A phone given its token directly, without scanning the enrolment code, is set up once it is seen.
+  if (device.enrolled || device.last_seen) return { text: "Set up", tone: "good" };
   return { text: "Waiting to be set up", tone: "warn" };
 }
 
