@@ -11,7 +11,8 @@ A transaction between two statements is idle too: while its client works out the
 cursors must not stay on the pages they read, or a hot page that has to be evicted cannot be.
 
 A write statement reads its collection's index definitions once, not once per document; what it
-writes through the indexes must stay exactly what it was.
+writes through the indexes must stay exactly what it was. A filter on a list of ids is answered from a
+set, and must answer exactly as the engine's own matching does.
 """
 
 from __future__ import annotations
@@ -24,9 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import secantus.query
+from bson import Int64, ObjectId
+from secantus.collation import parse as collation
 from secantus.storage import Storage
 
 from plenary_stack.documents import (
+    match_id_lists_by_set,
     read_indexes_once_per_write,
     release_cursors_between_statements,
     release_snapshot_after_ttl_sweeps,
@@ -255,3 +260,73 @@ def test_indexes_written_by_a_batch_are_the_ones_a_read_finds(indexed: tuple[Sto
     assert ids({"status": "confirmed"}) == ["r-4"]
     engine.delete_matching("plenary_registration", "registrations", {"_id": "r-3"})
     assert ids({"sessions": "send-provision"}) == ["r-2"]
+
+
+def test_a_filter_on_a_list_of_ids_answers_as_the_engine_does() -> None:
+    match_id_lists_by_set()
+    matches = secantus.query.matches
+    general = matches.general  # type: ignore[attr-defined]
+    oid = [ObjectId() for _ in range(3)]
+    ids: list[Any] = [
+        "r-1",
+        "r-2",
+        "R-1",
+        oid[0],
+        oid[1],
+        1,
+        1.0,
+        Int64(1),
+        True,
+        None,
+        {"event": "e", "n": 1},
+        [1, 2],
+        "",
+    ]
+    docs: list[dict[str, Any]] = [{"_id": value, "status": "confirmed"} for value in ids] + [{"status": "no id"}]
+    lists: list[list[Any]] = [
+        ["r-1", "r-3"],
+        [oid[0], oid[2]],
+        [],
+        ["r-1", oid[0]],
+        [1, 2],
+        [1.0],
+        [True],
+        [None],
+        ["r-1", None],
+        [[1, 2]],
+        [{"event": "e", "n": 1}],
+        [oid[1]] * 3,
+        [""],
+        ["R-1"],
+    ]
+    case_blind = collation({"locale": "en", "strength": 2})
+    for values in lists:
+        for query in ({"_id": {"$in": values}}, {"_id": {"$in": values}, "status": "confirmed"}):
+            for doc in docs:
+                for how in (None, case_blind):
+                    expected = general(doc, query, collation=how)
+                    assert matches(doc, query, collation=how) is expected, (doc, query, how)
+
+
+def test_an_outbox_relay_marks_exactly_the_events_it_names(tmp_path: Path) -> None:
+    match_id_lists_by_set()
+    read_indexes_once_per_write()
+    engine = Storage(str(tmp_path / "db"), enable_oplog=False)
+    try:
+        engine.create_index("plenary_ticketing", "outbox", "sent_at_1__id_1", {"sent_at": 1, "_id": 1})
+        rows = [{"_id": ObjectId(), "type": "ticket.issued", "sent_at": None} for _ in range(60)]
+        engine.insert("plenary_ticketing", "outbox", rows)
+        engine.release_thread_snapshot()
+        published = [row["_id"] for row in rows[:25]] + [ObjectId(), "not-an-event"]
+        engine.update_matching(
+            "plenary_ticketing",
+            "outbox",
+            {"_id": {"$in": published}},
+            {"$set": {"sent_at": datetime.now(UTC)}},
+            multi=True,
+        )
+        engine.release_thread_snapshot()
+        unsent = engine.find_matching("plenary_ticketing", "outbox", {"sent_at": None})
+        assert sorted(row["_id"] for row in unsent) == sorted(row["_id"] for row in rows[25:])
+    finally:
+        engine.close()
