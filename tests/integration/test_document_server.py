@@ -301,7 +301,13 @@ def test_a_filter_on_a_list_of_ids_answers_as_the_engine_does() -> None:
     ]
     case_blind = collation({"locale": "en", "strength": 2})
     for values in lists:
-        for query in ({"_id": {"$in": values}}, {"_id": {"$in": values}, "status": "confirmed"}):
+        for query in (
+            {"_id": {"$in": values}},
+            {"_id": {"$in": values}, "status": "confirmed"},
+            {"_id": {"$in": values}, "$or": [{"status": "no id"}, {"status": {"$in": ["confirmed", "sent"]}}]},
+            {"_id": {"$in": values}, "status": "waitlisted"},
+            {"status": "confirmed", "_id": {"$in": values}},
+        ):
             for doc in docs:
                 for how in (None, case_blind):
                     expected = general(doc, query, collation=how)

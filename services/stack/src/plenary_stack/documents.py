@@ -34,12 +34,13 @@ Takes SecantusDB's own command-line arguments and makes five changes before it s
   makes itself, flagging an index multikey when a document holds an array, drops what was read.
   What is remembered is dropped when the statement ends, so the next statement, and a retry after
   a write conflict, read the catalog afresh.
-- A filter on a list of ids, `{_id: {$in: [...]}}`, is checked by looking the document's id up in a
-  set. SecantusDB compares the id with each listed value in turn, with the care numbers and arrays
-  need, and checks each document several times in one update; an outbox relay marking 40 events
-  sent spent half its time there. The set is used only where the answer is certain to be the same:
-  no collation, every listed value a string or every one an ObjectId, and a document id of that
-  same type (an id is never an array); anything else is checked as before.
+- A filter on a list of ids, `{_id: {$in: [...]}, ...}`, is checked by looking the document's id up
+  in a set. SecantusDB compares the id with each listed value in turn, with the care numbers and
+  arrays need, and checks each document several times in one update; an outbox relay marking 40
+  events sent spent half its time there. The set is used only where the answer is certain to be the
+  same: no collation, the id condition first, every listed value a string or every one an ObjectId,
+  and a document id of that same type (an id is never an array). The filter's other conditions are
+  then checked as before; anything else is checked as before throughout.
 """
 
 from __future__ import annotations
@@ -176,41 +177,53 @@ def read_indexes_once_per_write() -> None:
     Storage._maybe_mark_multikey = mark_then_forget  # type: ignore[method-assign]
 
 
-class _LastIdList(threading.local):
-    """The id list one thread last answered a filter on, its length then, and its set."""
+# How a filter that starts with `_id: {$in: [...]}` is answered by a set: the ids' one type, the ids,
+# and the filter's other conditions, checked as before once the id is found.
+IdPlan = tuple[type, frozenset[Any], dict[str, Any]]
 
-    value: tuple[list[Any], int, tuple[type, frozenset[Any]] | None] | None = None
+
+class _LastIdFilter(threading.local):
+    """The filter one thread last planned, with its id list and the sizes of both then, and the plan."""
+
+    value: tuple[dict[str, Any], list[Any], int, int, IdPlan | None] | None = None
 
 
-_last_id_list = _LastIdList()
+_last_id_filter = _LastIdFilter()
+
+
+def _id_plan(query: dict[str, Any]) -> IdPlan | None:
+    """How to answer `query` from a set, or None where a set would not give SecantusDB's answers."""
+    if next(iter(query)) != "_id":  # conditions are checked in order; the id's must come first
+        return None
+    condition = query["_id"]
+    if type(condition) is not dict or len(condition) != 1 or type(values := condition.get("$in")) is not list:
+        return None
+    last = _last_id_filter.value
+    # A statement checks many documents against one filter, which nothing changes meanwhile.
+    if last is not None and last[0] is query and last[1] is values and last[2:4] == (len(query), len(values)):
+        return last[4]
+    kind = type(values[0]) if values else None
+    plan: IdPlan | None = None
+    if kind in (str, ObjectId) and all(type(value) is kind for value in values):
+        assert kind is not None
+        plan = (kind, frozenset(values), {key: value for key, value in query.items() if key != "_id"})
+    _last_id_filter.value = (query, values, len(query), len(values), plan)
+    return plan
 
 
 def match_id_lists_by_set() -> None:
-    """Answer `{_id: {$in: [ids]}}` by set membership where that is the same as SecantusDB's answer."""
+    """Answer `{_id: {$in: [ids]}, ...}` by set membership where that is the same as SecantusDB's answer."""
     general = secantus.query.matches
     if getattr(general, "id_lists_by_set", False):
         return
 
-    def id_set(values: list[Any]) -> tuple[type, frozenset[Any]] | None:
-        """The ids as a set with their one type, or None where a set would not give the same answers."""
-        last = _last_id_list.value
-        # A statement checks many documents against one list, which nothing changes meanwhile.
-        if last is not None and last[0] is values and last[1] == len(values):
-            return last[2]
-        kind = type(values[0]) if values else None
-        found: tuple[type, frozenset[Any]] | None = None
-        if kind in (str, ObjectId) and all(type(value) is kind for value in values):
-            found = (kind, frozenset(values))  # type: ignore[assignment]
-        _last_id_list.value = (values, len(values), found)
-        return found
-
     def matches(doc: Any, query: Any, *, vars: Any = None, collation: Any = None) -> bool:
-        if collation is None and len(query) == 1 and "_id" in query:
-            condition = query["_id"]
-            if type(condition) is dict and len(condition) == 1 and type(values := condition.get("$in")) is list:
-                ids = id_set(values)
-                if ids is not None and type(found := doc.get("_id")) is ids[0]:
-                    return found in ids[1]
+        if collation is None and query and type(query) is dict:
+            plan = _id_plan(query)
+            if plan is not None and type(found := doc.get("_id")) is plan[0]:
+                if found not in plan[1]:
+                    return False
+                return general(doc, plan[2], vars=vars) if plan[2] else True
         return general(doc, query, vars=vars, collation=collation)
 
     matches.id_lists_by_set = True  # type: ignore[attr-defined]
