@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import qrcode
 import qrcode.constants
+import qrcode.exceptions
+import qrcode.util
 import zxingcpp
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -95,3 +97,23 @@ def test_the_png_has_the_pixels_the_library_would_draw(box_size: int) -> None:
 
     assert ours.size == theirs.size
     assert ours.convert("L").tobytes() == theirs.convert("L").tobytes()
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.integers(1, qr.MAX_VERSION),
+    st.one_of(
+        st.text(CODE_ALPHABET, min_size=1, max_size=200),
+        st.text(string.ascii_letters + string.digits + ":/#=_-.", min_size=1, max_size=150),
+    ),
+)
+def test_the_codewords_are_the_library_s_in_every_version(version: int, text: str) -> None:
+    symbol = qrcode.QRCode(error_correction=qrcode.constants.ERROR_CORRECT_M)
+    symbol.add_data(text, optimize=0)
+    try:
+        theirs = qrcode.util.create_data(version, qrcode.constants.ERROR_CORRECT_M, symbol.data_list)
+    except qrcode.exceptions.DataOverflowError:
+        with pytest.raises(qrcode.exceptions.DataOverflowError):
+            qr._codewords(version, symbol.data_list)
+        return
+    assert qr._codewords(version, symbol.data_list) == theirs
