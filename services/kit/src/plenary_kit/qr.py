@@ -117,20 +117,13 @@ class _Bits:
         self.value = (self.value << length) | (number & ((1 << length) - 1))
         self.length += length
 
-    def __len__(self) -> int:
-        return self.length
-
 
 @lru_cache(maxsize=64)
 def _generator_logs(ec_count: int) -> tuple[int | None, ...]:
-    """The error-correction generator polynomial's coefficients after the leading 1, as logarithms."""
-    coefficients = rsPoly_LUT.get(ec_count)
-    if coefficients is None:
-        product = qrcode.base.Polynomial([1], 0)
-        for i in range(ec_count):
-            product = product * qrcode.base.Polynomial([1, qrcode.base.gexp(i)], 0)
-        coefficients = [product[i] for i in range(len(product))]
-    return tuple(qrcode.base.LOG_TABLE[c] if c else None for c in coefficients[1:])
+    """The error-correction generator polynomial's coefficients after the leading 1, as logarithms.
+
+    The library's table holds the polynomial for every block size of level M up to MAX_VERSION."""
+    return tuple(qrcode.base.LOG_TABLE[c] if c else None for c in rsPoly_LUT[ec_count][1:])
 
 
 def _error_correction(data: bytes, ec_count: int) -> list[int]:

@@ -51,7 +51,7 @@ import runpy
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import secantus.query
 import secantus.storage
@@ -182,10 +182,20 @@ def read_indexes_once_per_write() -> None:
 IdPlan = tuple[type, frozenset[Any], dict[str, Any]]
 
 
-class _LastIdFilter(threading.local):
-    """The filter one thread last planned, with its id list and the sizes of both then, and the plan."""
+class _Planned(NamedTuple):
+    """A filter planned, with its id list and the sizes of both at the time, and the plan."""
 
-    value: tuple[dict[str, Any], list[Any], int, int, IdPlan | None] | None = None
+    query: dict[str, Any]
+    values: list[Any]
+    query_size: int
+    values_size: int
+    plan: IdPlan | None
+
+
+class _LastIdFilter(threading.local):
+    """The filter one thread last planned."""
+
+    value: _Planned | None = None
 
 
 _last_id_filter = _LastIdFilter()
@@ -200,14 +210,17 @@ def _id_plan(query: dict[str, Any]) -> IdPlan | None:
         return None
     last = _last_id_filter.value
     # A statement checks many documents against one filter, which nothing changes meanwhile.
-    if last is not None and last[0] is query and last[1] is values and last[2:4] == (len(query), len(values)):
-        return last[4]
-    kind = type(values[0]) if values else None
+    if (
+        last is not None
+        and last.query is query
+        and last.values is values
+        and (last.query_size, last.values_size) == (len(query), len(values))
+    ):
+        return last.plan
     plan: IdPlan | None = None
-    if kind in (str, ObjectId) and all(type(value) is kind for value in values):
-        assert kind is not None
+    if values and (kind := type(values[0])) in (str, ObjectId) and all(type(value) is kind for value in values):
         plan = (kind, frozenset(values), {key: value for key, value in query.items() if key != "_id"})
-    _last_id_filter.value = (query, values, len(query), len(values), plan)
+    _last_id_filter.value = _Planned(query, values, len(query), len(values), plan)
     return plan
 
 
