@@ -414,6 +414,159 @@ async def test_registrations_arriving_together_read_the_event_once(
     assert checks.count(event["id"]) == 1
 
 
+@dataclass
+class AdmissionReads:
+    """What the admission transactions read before writing: the event, and who is registered already."""
+
+    events: int = 0
+    addresses: int = 0
+
+
+@pytest.fixture
+def admission_reads(monkeypatch: pytest.MonkeyPatch) -> AdmissionReads:
+    reads = AdmissionReads()
+    read_event, look_up = Store.event, Store.registered_email_keys
+
+    async def event(store: Store, event_id: str, session: Session | None = None) -> Document | None:
+        reads.events += session is not None
+        return await read_event(store, event_id, session)
+
+    async def addresses(store: Store, event_id: str, keys: list[str], *args: Any, **kwargs: Any) -> set[str]:
+        reads.addresses += kwargs.get("session") is not None
+        return await look_up(store, event_id, keys, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "event", event)
+    monkeypatch.setattr(Store, "registered_email_keys", addresses)
+    return reads
+
+
+async def registered_by_address(service: Registration, event_id: str, email: str) -> int:
+    return await service.db["registrations"].count_documents({"event_id": event_id, "email": email})
+
+
+async def test_batches_after_the_first_write_without_reading_first(
+    service: Registration, admission_reads: AdmissionReads
+) -> None:
+    """While the desk alone changes an event, each batch starts from the event as the last one left it."""
+    event = await create_event(service, capacity=3)
+    for _ in range(5):
+        await register(service, event["id"])
+    assert (admission_reads.events, admission_reads.addresses) == (1, 0)
+    stored = await service.db["events"].find_one({"_id": event["id"]})
+    assert stored is not None
+    assert (stored["places_left"], stored["waitlist_seq"]) == (0, 2)
+
+
+async def test_a_place_taken_elsewhere_is_not_sold_again_from_the_desk_s_copy(
+    service: Registration, admission_reads: AdmissionReads
+) -> None:
+    """Another registration service takes the last place after this desk's last batch: the desk's copy
+    says one is left, the write refuses the copy, and the batch runs again from the event as it stands."""
+    event = await create_event(service, capacity=2)
+    first = await register(service, event["id"])
+    assert first["status"] == "confirmed"
+    # What another service's admission of someone else does to the event.
+    await service.db["events"].update_one({"_id": event["id"]}, {"$inc": {"places_left": -1, "waitlist_seq": 0}})
+    late = await register(service, event["id"])
+    assert (late["status"], admission_reads.events) == ("waitlisted", 2)
+    stored = await service.db["events"].find_one({"_id": event["id"]})
+    assert stored is not None
+    assert (stored["places_left"], stored["waitlist_seq"]) == (0, 1)
+    assert (await view(service, late["id"]))["waitlist_position"] == 1
+
+
+async def test_an_event_closed_elsewhere_refuses_what_the_desk_s_copy_would_admit(service: Registration) -> None:
+    event = await create_event(service)
+    await register(service, event["id"])
+    # Another registration service closes the event: this one's copy (and its check's memory) still say open.
+    await service.db["events"].update_one(
+        {"_id": event["id"]}, {"$set": {"closed": True, "updated_at": datetime.now(UTC)}}
+    )
+    refused = await service.http.post(f"/api/v1/events/{event['id']}/registrations", json=a_delegate())
+    assert (refused.status_code, refused.json()["code"]) == (409, "registration_closed")
+    assert await service.db["registrations"].count_documents({"event_id": event["id"]}) == 1
+
+
+async def test_an_address_already_registered_in_a_batch_is_refused_and_the_rest_admitted(
+    service: Registration, admission_reads: AdmissionReads
+) -> None:
+    """The batch writes without looking addresses up; the unique index refuses the repeated one, and the
+    batch runs again with the look-up, so only that delegate is turned away."""
+    event = await create_event(service, capacity=20)
+    early = a_delegate()
+    await service.http.post(f"/api/v1/events/{event['id']}/registrations", json=early)
+    route = f"/api/v1/events/{event['id']}/registrations"
+    crowd = [a_delegate() for _ in range(8)]
+    replies = await asyncio.gather(
+        *(service.http.post(route, json=body) for body in [*crowd[:4], {**early, "name": "Again"}, *crowd[4:]])
+    )
+    statuses = [r.status_code for r in replies]
+    assert statuses == [201] * 4 + [409] + [201] * 4
+    assert replies[4].json()["code"] == "already_registered"
+    assert admission_reads.addresses >= 1
+    assert await registered_by_address(service, event["id"], early["email"]) == 1
+    stored = await service.db["events"].find_one({"_id": event["id"]})
+    assert stored is not None and stored["places_left"] == 20 - 9
+    # The event's next batches look addresses up first for a while.
+    looked_up = admission_reads.addresses
+    await register(service, event["id"])
+    assert admission_reads.addresses == looked_up + 1
+
+
+async def test_two_registration_services_share_an_event_without_selling_a_place_twice(
+    service: Registration, infrastructure: EmbeddedStack, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two services' desks admit batches for one event at once: each one's copy of the event keeps going
+    out of date under the other's writes, and every place and waiting-list position is given once."""
+    outdated: list[str] = []
+    spend = Store.spend_places_as_copied
+
+    async def counted(store: Store, copy: Document, moves: dict[str, int], session: Session) -> Document | None:
+        after = await spend(store, copy, moves, session)
+        if after is None:
+            outdated.append(copy["_id"])
+        return after
+
+    monkeypatch.setattr(Store, "spend_places_as_copied", counted)
+    other_settings = ServiceSettings(
+        plenary_consumer_group_suffix=GROUP_SUFFIX,
+        kafka_bootstrap_servers=infrastructure.config.bootstrap,
+        mongodb_uri=infrastructure.config.mongo,
+        plenary_db_prefix=DB_PREFIX,
+        plenary_var=tmp_path,
+        plenary_admin_token=ADMIN_TOKEN,
+        plenary_rate_limits="off",
+        plenary_roles="api",
+    )
+    other = create_app(other_settings)
+    event = await create_event(service, capacity=60, sessions=[workshop("budgets", 25)])
+    route = f"/api/v1/events/{event['id']}/registrations"
+    async with other.router.lifespan_context(other):
+        await asyncio.wait_for(other.state.runtime.prepared.wait(), 30)
+        transport = httpx.ASGITransport(app=other)
+        async with httpx.AsyncClient(transport=transport, base_url="http://registration", timeout=60) as second:
+            replies: list[httpx.Response] = []
+            # Waves of twenty, ten to each service, so that each desk serves a batch in every wave.
+            for _ in range(10):
+                wave = [c.post(route, json=a_delegate(sessions=["budgets"])) for c in [service.http, second] * 10]
+                replies += await asyncio.gather(*wave)
+    assert [r.status_code for r in replies] == [201] * 200
+    statuses = [r.json()["status"] for r in replies]
+    assert (statuses.count("confirmed"), statuses.count("waitlisted")) == (60, 140)
+    rows = await service.db["registrations"].find({"event_id": event["id"]}).to_list(None)
+    assert len(rows) == 200 == len({r["email_key"] for r in rows})
+    assert sorted(r["waitlist_position"] for r in rows if r["status"] == "waitlisted") == list(range(1, 141))
+    confirmed = [r for r in rows if r["status"] == "confirmed"]
+    assert sum(r["sessions"] == ["budgets"] for r in confirmed) == 25
+    assert sum(r["waiting_sessions"] == ["budgets"] for r in confirmed) == 35
+    queue = await service.db["session_waits"].find({"event_id": event["id"]}).to_list(None)
+    assert sorted(w["position"] for w in queue) == list(range(1, 36))
+    stored = await service.db["events"].find_one({"_id": event["id"]})
+    assert stored is not None
+    assert (stored["places_left"], stored["session_left"], stored["waitlist_seq"]) == (0, {"budgets": 0}, 140)
+    assert outdated, "no desk ever met its copy out of date"
+
+
 async def test_workshop_queue_follows_arrival_order(service: Registration) -> None:
     event = await create_event(service, sessions=[workshop("budgets", 1)])
     holder = await register(service, event["id"], sessions=["budgets"])

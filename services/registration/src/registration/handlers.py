@@ -30,6 +30,12 @@ from registration.store import Store
 SOURCE = "registration"
 # How long a read of an event serves to check registrations against; the admission re-reads it anyway.
 EVENT_MEMORY_SECONDS = 1.0
+# How long the admission desk trusts its copy of an event's counters from the batch it last committed.
+# The copy is only ever used on condition that the event is still exactly so (see Store.spend_places_as_copied).
+COPY_SECONDS = 5.0
+# After a batch meets an out-of-date copy (or an address already registered), how long the event's next
+# batches read the event (or look the addresses up) first, rather than find out by failing and running again.
+WARY_SECONDS = 30.0
 # How often the offer-expiry loop looks for offers past their time, and how many it ends per round.
 OFFER_POLL_SECONDS = 2.0
 OFFER_BATCH = 100
@@ -65,6 +71,31 @@ class PlacesMoved(Exception):
     """The event's counters changed under a batch; its arrivals are admitted one at a time instead."""
 
 
+class CopyOutdated(Exception):
+    """The event changed since the desk's copy of it was taken; the batch runs again from a fresh read."""
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """A batch's outcomes and the event as the batch left it."""
+
+    outcomes: list[Reply | Exception]
+    event: Document | None
+
+
+@dataclass
+class Vigilance:
+    """What an event's admission batches may take for granted, from how its recent batches went."""
+
+    # The event as the last committed batch left it, and when (monotonic seconds).
+    copy: Document | None = None
+    copied_at: float = 0.0
+    # Until when batches read the event first: something else has been changing it.
+    read_until: float = 0.0
+    # Until when batches look up who is registered first: addresses already registered have come back.
+    look_up_until: float = 0.0
+
+
 @dataclass(frozen=True)
 class ImportOutcome:
     outcome: Literal["imported", "skipped"]
@@ -92,6 +123,8 @@ class Registrations:
         # transactions reach it at once keeps write conflicts, and so latency, low under a surge.
         self._admission = asyncio.Semaphore(concurrent_transactions)
         self._desk: BatchDesk[Arrival, Reply] = BatchDesk(self._admit_arrivals)
+        # Per event: the desk's copy of its counters and whether its batches must read first.
+        self._vigilance: dict[str, Vigilance] = {}
         # Events as recently read, to check a registration before it joins the desk's queue.
         self._recent_events: dict[str, tuple[float, Document]] = {}
         # The read of an event under way: everyone arriving meanwhile waits for it rather than reading too.
@@ -162,12 +195,12 @@ class Registrations:
         try:
             return await self._transaction(work)
         finally:
-            self._recent_events.pop(event_id, None)
+            self._forget_event(event_id)
 
     async def set_registration_open(self, event_id: str, open_: bool) -> Document:
         """Close an event to new registrations, or open it again (its window still applies)."""
         event = await self._store.set_closed(event_id, not open_, datetime.now(UTC))
-        self._recent_events.pop(event_id, None)
+        self._forget_event(event_id)
         if event is None:
             raise domain.event_not_found()
         return event
@@ -239,12 +272,8 @@ class Registrations:
             (alone if marks & seen else together).append(index)
             seen |= marks
         if together:
-
-            async def work(session: Session) -> list[Reply | Exception]:
-                return await self._admit_together(event_id, [arrivals[i] for i in together], session)
-
             try:
-                admitted = await self._transaction(work)
+                admitted = await self._admit_batch(event_id, [arrivals[i] for i in together])
             except (DuplicateKeyError, PlacesMoved) as exc:
                 log.info("admission_batch_split", size=len(together), error=type(exc).__name__)
                 alone = sorted(together + alone)
@@ -258,14 +287,69 @@ class Registrations:
                 outcomes[index] = exc
         return _settled(outcomes)
 
+    async def _admit_batch(self, event_id: str, arrivals: list[Arrival]) -> list[Reply | Exception]:
+        """One transaction for the batch, with as few round trips to the database as the event's recent past allows.
+
+        While the desk is the event's only writer (a surge at one registration service), a batch starts
+        from the event as the previous batch left it, and lets the unique index on addresses refuse one
+        already registered: it writes without reading first. Should the event have changed meanwhile or
+        an address be taken, nothing of the batch is kept and it runs again, reading what it missed
+        first; so do the event's batches for WARY_SECONDS after.
+        """
+        vigilance = self._vigilance.setdefault(event_id, Vigilance())
+        now = time.monotonic()
+        fresh = now - vigilance.copied_at < COPY_SECONDS and now >= vigilance.read_until
+        copy = vigilance.copy if fresh else None
+        look_up = now < vigilance.look_up_until
+        # Whatever happens to this batch, the next copy is the one it leaves.
+        vigilance.copy = None
+
+        def attempt(copy: Document | None, look_up: bool) -> Callable[[Session], Awaitable[Admitted]]:
+            return lambda session: self._admit_together(
+                event_id, arrivals, session, copy=copy, look_up_addresses=look_up
+            )
+
+        try:
+            admitted = await self._transaction(attempt(copy, look_up))
+        except CopyOutdated:
+            log.info("admission_batch_again", size=len(arrivals), reason="event_changed")
+            vigilance.read_until = time.monotonic() + WARY_SECONDS
+            admitted = await self._transaction(attempt(None, look_up))
+        except DuplicateKeyError:
+            if look_up:
+                raise
+            log.info("admission_batch_again", size=len(arrivals), reason="address_taken")
+            vigilance.look_up_until = time.monotonic() + WARY_SECONDS
+            admitted = await self._transaction(attempt(None, True))
+        if admitted.event is not None:
+            vigilance.copy, vigilance.copied_at = admitted.event, time.monotonic()
+        return admitted.outcomes
+
+    def _forget_event(self, event_id: str) -> None:
+        """This process changed the event: what it remembers of it is out of date."""
+        self._recent_events.pop(event_id, None)
+        if vigilance := self._vigilance.get(event_id):
+            vigilance.copy = None
+
     async def _admit_together(
-        self, event_id: str, arrivals: list[Arrival], session: Session
-    ) -> list[Reply | Exception]:
-        """Place every arrival in order from one read of the event's counters, then write it all at once."""
+        self,
+        event_id: str,
+        arrivals: list[Arrival],
+        session: Session,
+        *,
+        copy: Document | None,
+        look_up_addresses: bool,
+    ) -> Admitted:
+        """Place every arrival in order from one read of the event's counters, then write it all at once.
+
+        With `copy`, the counters come from it instead of a read, and are spent only if the event still
+        stands exactly so (else CopyOutdated). Without `look_up_addresses`, an address already registered
+        is left to the unique index to refuse (DuplicateKeyError).
+        """
         now = datetime.now(UTC)
-        event = await self._store.event(event_id, session)
+        event = copy if copy is not None else await self._store.event(event_id, session)
         if event is None:
-            return [domain.event_not_found() for _ in arrivals]
+            return Admitted([domain.event_not_found() for _ in arrivals], None)
         outcomes: list[Reply | Exception | None] = [None] * len(arrivals)
         candidates: list[tuple[int, Arrival, Document]] = []
         for index, arrival in enumerate(arrivals):
@@ -274,11 +358,18 @@ class Registrations:
                 unchanged = event.get("updated_at") == arrival.checked_against
                 fields = arrival.fields if unchanged else _registration_fields(event, arrival.request)
             except RegistrationRejected as exc:
+                if copy is not None:
+                    # A refusal is given on the event as read now, never on a copy.
+                    raise CopyOutdated() from exc
                 outcomes[index] = exc
                 continue
             candidates.append((index, arrival, fields))
         emails = [fields["email_key"] for _, _, fields in candidates]
-        taken = await self._store.registered_email_keys(event_id, emails, session=session) if emails else set()
+        taken = (
+            await self._store.registered_email_keys(event_id, emails, session=session)
+            if emails and look_up_addresses
+            else set()
+        )
         places = domain.Places.of(event)
         before = places.copy()
         registrations: list[Document] = []
@@ -308,14 +399,21 @@ class Registrations:
                 replies.append({"_id": arrival.key, "fingerprint": arrival.fingerprint, **asdict(reply)})
             outcomes[index] = reply
         moves, floors = places.spent_since(before)
-        if not await self._store.spend_places(event, moves, floors, session):
-            raise PlacesMoved()
+        if copy is not None:
+            # Every arrival is placed (none refused), so something moves.
+            after = await self._store.spend_places_as_copied(copy, moves, session) if moves else None
+            if after is None:
+                raise CopyOutdated()
+        else:
+            after = await self._store.spend_places(event, moves, floors, session)
+            if after is None:
+                raise PlacesMoved()
         await self._store.insert_registrations(registrations, session)
         await self._store.add_session_waits(waits, session)
         await self._store.remember_replies(replies, now, session)
         if caused:
             await self._outbox.add(session, *caused)
-        return _settled(outcomes)
+        return Admitted(_settled(outcomes), after)
 
     def _placed(
         self, event: Document, registration: Document, allocation: domain.Allocation, token: str, correlation: str
@@ -330,9 +428,7 @@ class Registrations:
             registration["waitlist_position"] = allocation.waitlist_position
         return self._first_event(event, registration, token, correlation)
 
-    def _first_event(
-        self, event: Document, registration: Document, token: str, correlation: str | None
-    ) -> Envelope:
+    def _first_event(self, event: Document, registration: Document, token: str, correlation: str | None) -> Envelope:
         """registration.confirmed or registration.waitlisted for a new registration, its manage token sealed."""
         sealed = sealing.seal(token, self._link_key, context=registration["_id"])
         data: events.EventData

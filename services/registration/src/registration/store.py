@@ -7,7 +7,9 @@ from datetime import datetime
 from typing import Any
 
 from pymongo import ASCENDING, ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from plenary_kit.mongo import Document, Session
 
@@ -88,15 +90,31 @@ class Store:
 
     async def spend_places(
         self, event: Document, moves: dict[str, int], floors: dict[str, int], session: Session
-    ) -> bool:
-        """Move many counters at once, as a batch of arrivals spent them; nothing moves if any floor fails."""
+    ) -> Document | None:
+        """Move many counters at once, as a batch of arrivals spent them; nothing moves if any floor fails.
+
+        Returns the event as it stands afterwards, or None when a floor failed.
+        """
         if not moves:
-            return True
+            return event
         condition: Document = {"_id": event["_id"], **_limits_of(event)}
         for counter, floor in floors.items():
             condition[counter] = {"$gte": floor}
-        result = await self.events.update_one(condition, {"$inc": moves}, session=session)
-        return result.modified_count == 1
+        return await self.events.find_one_and_update(
+            condition, {"$inc": moves}, return_document=ReturnDocument.AFTER, session=session
+        )
+
+    async def spend_places_as_copied(self, copy: Document, moves: dict[str, int], session: Session) -> Document | None:
+        """The same moves, made only if the event still stands exactly as `copy` shows it.
+
+        Every write to an event either moves one of its counters or sets `updated_at`, so equal counters
+        and an equal `updated_at` mean the copy is the event as stored. Returns the event afterwards, or
+        None when the copy is out of date.
+        """
+        condition: Document = {"_id": copy["_id"], **{name: copy.get(name) for name in CHANGING_FIELDS}}
+        return await self.events.find_one_and_update(
+            condition, {"$inc": moves}, return_document=ReturnDocument.AFTER, session=session
+        )
 
     async def release_place(self, event: Document, ticket_type: str, sessions: list[str], session: Session) -> None:
         """Give back what take_place took; `event` must be read in the same transaction."""
@@ -180,7 +198,7 @@ class Store:
 
     async def insert_registrations(self, registrations: list[Document], session: Session) -> None:
         if registrations:
-            await self.registrations.insert_many(registrations, session=session)
+            await _insert_all(self.registrations, registrations, session)
 
     async def registration(self, registration_id: str, session: Session | None = None) -> Document | None:
         return await self.registrations.find_one({"_id": registration_id}, session=session)
@@ -259,7 +277,7 @@ class Store:
     async def remember_replies(self, replies: list[Document], now: datetime, session: Session) -> None:
         """Several first replies at once: `{_id: key, fingerprint, status, body}` each."""
         if replies:
-            await self.idempotency.insert_many([{**r, "created_at": now} for r in replies], session=session)
+            await _insert_all(self.idempotency, [{**r, "created_at": now} for r in replies], session)
 
     async def begin_reply(self, key: str, fingerprint: str, plan: list[Document], now: datetime) -> None:
         """A reply that takes several transactions: the plan is kept so a retry finishes the same work."""
@@ -325,6 +343,33 @@ class Store:
         )
         if result.modified_count == 1:
             await self.import_files.delete_one({"_id": import_id})
+
+
+async def _insert_all(collection: AsyncCollection[Document], documents: list[Document], session: Session) -> None:
+    """insert_many, with a duplicate key reported as DuplicateKeyError, as insert_one reports it."""
+    try:
+        await collection.insert_many(documents, ordered=True, session=session)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if not errors or any(error.get("code") != DUPLICATE_KEY for error in errors):
+            raise
+        raise DuplicateKeyError(errors[0].get("errmsg", "duplicate key"), DUPLICATE_KEY, errors[0]) from exc
+
+
+DUPLICATE_KEY = 11000
+
+# The fields of an event that writes change: its counters, the version of its limits, and the time an
+# organiser's change or an opening or closing last set.
+CHANGING_FIELDS = (
+    "places_left",
+    "ticket_left",
+    "session_left",
+    "waitlist_seq",
+    "session_wait_seq",
+    "limits_version",
+    "closed",
+    "updated_at",
+)
 
 
 def _limits_of(event: Document) -> Document:
