@@ -22,6 +22,7 @@ from plenary_kit.envelope import Envelope
 from plenary_kit.mongo import Document, Session
 from plenary_kit.settings import ServiceSettings
 from plenary_stack.stack import EmbeddedStack
+from registration import handlers
 from registration.main import create_app
 from registration.store import Store
 
@@ -56,6 +57,7 @@ class Registration:
     http: httpx.AsyncClient
     db: AsyncDatabase[Document]
     link_key: bytes
+    registrations: handlers.Registrations
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +84,12 @@ async def service(
         await asyncio.wait_for(app.state.runtime.prepared.wait(), 30)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://registration", timeout=30) as http:
-            yield Registration(http=http, db=app.state.runtime.db, link_key=settings.link_key())
+            yield Registration(
+                http=http,
+                db=app.state.runtime.db,
+                link_key=settings.link_key(),
+                registrations=app.state.registrations,
+            )
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 20.0, what: str = "condition") -> None:
@@ -511,6 +518,20 @@ async def test_an_address_already_registered_in_a_batch_is_refused_and_the_rest_
     looked_up = admission_reads.addresses
     await register(service, event["id"])
     assert admission_reads.addresses == looked_up + 1
+
+
+async def test_the_desk_forgets_events_it_has_not_served_for_a_while(
+    service: Registration, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    desk = service.registrations
+    monkeypatch.setattr(handlers, "VIGILANCE_KEPT", 2)
+    monkeypatch.setattr(handlers, "WARY_SECONDS", 0.0)
+    events = [await create_event(service) for _ in range(4)]
+    for event in events:
+        await register(service, event["id"])
+    remembered = set(desk._vigilance)
+    assert events[-1]["id"] in remembered
+    assert not {e["id"] for e in events[:2]} & remembered
 
 
 async def test_two_registration_services_share_an_event_without_selling_a_place_twice(

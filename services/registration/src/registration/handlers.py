@@ -36,6 +36,8 @@ COPY_SECONDS = 5.0
 # After a batch meets an out-of-date copy (or an address already registered), how long the event's next
 # batches read the event (or look the addresses up) first, rather than find out by failing and running again.
 WARY_SECONDS = 30.0
+# Above this many events remembered, those without a batch for WARY_SECONDS are forgotten.
+VIGILANCE_KEPT = 200
 # How often the offer-expiry loop looks for offers past their time, and how many it ends per round.
 OFFER_POLL_SECONDS = 2.0
 OFFER_BATCH = 100
@@ -296,8 +298,11 @@ class Registrations:
         an address be taken, nothing of the batch is kept and it runs again, reading what it missed
         first; so do the event's batches for WARY_SECONDS after.
         """
-        vigilance = self._vigilance.setdefault(event_id, Vigilance())
         now = time.monotonic()
+        vigilance = self._vigilance.get(event_id)
+        if vigilance is None:
+            self._forget_quiet_events(now)
+            vigilance = self._vigilance[event_id] = Vigilance()
         fresh = now - vigilance.copied_at < COPY_SECONDS and now >= vigilance.read_until
         copy = vigilance.copy if fresh else None
         look_up = now < vigilance.look_up_until
@@ -324,6 +329,14 @@ class Registrations:
         if admitted.event is not None:
             vigilance.copy, vigilance.copied_at = admitted.event, time.monotonic()
         return admitted.outcomes
+
+    def _forget_quiet_events(self, now: float) -> None:
+        """Keep little for a service that runs for months: drop events with no batch for a while."""
+        if len(self._vigilance) < VIGILANCE_KEPT:
+            return
+        for event_id, vigilance in list(self._vigilance.items()):
+            if max(vigilance.copied_at, vigilance.read_until, vigilance.look_up_until) < now - WARY_SECONDS:
+                del self._vigilance[event_id]
 
     def _forget_event(self, event_id: str) -> None:
         """This process changed the event: what it remembers of it is out of date."""
