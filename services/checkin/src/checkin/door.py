@@ -33,13 +33,12 @@ from checkin.store import Store
 from plenary_kit.desk import BatchDesk
 from plenary_kit.envelope import Envelope
 from plenary_kit.logs import get_logger
-from plenary_kit.mongo import Document, Session, in_transaction
+from plenary_kit.mongo import DUPLICATE_KEY, Document, Session, in_transaction
 from plenary_kit.outbox import Outbox
 from plenary_kit.ticketcode import TicketCode
 from plenary_kit.web import correlation_id
 
 SOURCE = "checkin"
-DUPLICATE_KEY = 11000
 
 log = get_logger(__name__)
 

@@ -7,6 +7,8 @@ from typing import Any, TypeVar
 
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
@@ -14,6 +16,9 @@ T = TypeVar("T")
 
 Session = AsyncClientSession
 Document = dict[str, Any]
+
+# The server's code for a unique key already taken.
+DUPLICATE_KEY = 11000
 
 
 def connect(uri: str) -> AsyncMongoClient[Document]:
@@ -30,3 +35,17 @@ async def in_transaction(
             read_concern=ReadConcern("snapshot"),
             write_concern=WriteConcern("majority"),
         )
+
+
+async def insert_all(collection: AsyncCollection[Document], documents: list[Document], session: Session) -> None:
+    """insert_many in order, with a duplicate key reported as DuplicateKeyError, as insert_one reports it.
+
+    insert_many reports it as a BulkWriteError; one that holds any other error is raised as it is.
+    """
+    try:
+        await collection.insert_many(documents, ordered=True, session=session)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if not errors or any(error.get("code") != DUPLICATE_KEY for error in errors):
+            raise
+        raise DuplicateKeyError(errors[0].get("errmsg", "duplicate key"), DUPLICATE_KEY, errors[0]) from exc

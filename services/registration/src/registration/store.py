@@ -7,11 +7,9 @@ from datetime import datetime
 from typing import Any
 
 from pymongo import ASCENDING, ReturnDocument
-from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from plenary_kit.mongo import Document, Session
+from plenary_kit.mongo import Document, Session, insert_all
 
 # Registrations that hold a place: confirmed, or waiting with an open offer.
 HOLDING: Document = {"$or": [{"status": "confirmed"}, {"status": "waitlisted", "offer": {"$ne": None}}]}
@@ -198,7 +196,7 @@ class Store:
 
     async def insert_registrations(self, registrations: list[Document], session: Session) -> None:
         if registrations:
-            await _insert_all(self.registrations, registrations, session)
+            await insert_all(self.registrations, registrations, session)
 
     async def registration(self, registration_id: str, session: Session | None = None) -> Document | None:
         return await self.registrations.find_one({"_id": registration_id}, session=session)
@@ -277,7 +275,7 @@ class Store:
     async def remember_replies(self, replies: list[Document], now: datetime, session: Session) -> None:
         """Several first replies at once: `{_id: key, fingerprint, status, body}` each."""
         if replies:
-            await _insert_all(self.idempotency, [{**r, "created_at": now} for r in replies], session)
+            await insert_all(self.idempotency, [{**r, "created_at": now} for r in replies], session)
 
     async def begin_reply(self, key: str, fingerprint: str, plan: list[Document], now: datetime) -> None:
         """A reply that takes several transactions: the plan is kept so a retry finishes the same work."""
@@ -344,19 +342,6 @@ class Store:
         if result.modified_count == 1:
             await self.import_files.delete_one({"_id": import_id})
 
-
-async def _insert_all(collection: AsyncCollection[Document], documents: list[Document], session: Session) -> None:
-    """insert_many, with a duplicate key reported as DuplicateKeyError, as insert_one reports it."""
-    try:
-        await collection.insert_many(documents, ordered=True, session=session)
-    except BulkWriteError as exc:
-        errors = exc.details.get("writeErrors", [])
-        if not errors or any(error.get("code") != DUPLICATE_KEY for error in errors):
-            raise
-        raise DuplicateKeyError(errors[0].get("errmsg", "duplicate key"), DUPLICATE_KEY, errors[0]) from exc
-
-
-DUPLICATE_KEY = 11000
 
 # The fields of an event that writes change: its counters, the version of its limits, and the time an
 # organiser's change or an opening or closing last set.

@@ -8,16 +8,14 @@ from datetime import datetime
 from bson import Binary
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
+from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
 from plenary_kit.logs import get_logger
-from plenary_kit.mongo import Document, Session
+from plenary_kit.mongo import Document, Session, insert_all
 from ticketing.domain import ALGORITHM, RevocationReason, SigningKey, TicketStatus
 from ticketing.vault import Vault
 
 log = get_logger(__name__)
-
-DUPLICATE_KEY = 11000
 
 
 class CreatedConcurrently(PyMongoError):
@@ -154,11 +152,7 @@ class Store:
 
     async def insert_tickets(self, tickets: list[Document], session: Session) -> None:
         try:
-            await self.tickets.insert_many(tickets, ordered=True, session=session)
-        except BulkWriteError as exc:
-            if any(error.get("code") != DUPLICATE_KEY for error in exc.details.get("writeErrors", [])):
-                raise
-            raise CreatedConcurrently("ticket") from exc
+            await insert_all(self.tickets, tickets, session)
         except DuplicateKeyError as exc:
             raise CreatedConcurrently("ticket") from exc
 
