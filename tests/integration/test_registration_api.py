@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import io
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -60,6 +62,21 @@ class Registration:
     registrations: handlers.Registrations
 
 
+def service_settings(infrastructure: EmbeddedStack, var: Path, roles: str) -> ServiceSettings:
+    """A registration service of this module's databases; no relay, so no event reaches the shared broker."""
+    return ServiceSettings(
+        plenary_consumer_group_suffix=GROUP_SUFFIX,
+        kafka_bootstrap_servers=infrastructure.config.bootstrap,
+        mongodb_uri=infrastructure.config.mongo,
+        plenary_db_prefix=DB_PREFIX,
+        plenary_var=var,
+        plenary_admin_token=ADMIN_TOKEN,
+        # Every request here comes from one client; tests/integration/test_rate_limits.py turns them on.
+        plenary_rate_limits="off",
+        plenary_roles=roles,
+    )
+
+
 @pytest.fixture(scope="module")
 async def service(
     infrastructure: EmbeddedStack, tmp_path_factory: pytest.TempPathFactory
@@ -68,17 +85,7 @@ async def service(
 
     No relay: the events are read from the outbox, so none of them reach the broker other modules share.
     """
-    settings = ServiceSettings(
-        plenary_consumer_group_suffix=GROUP_SUFFIX,
-        kafka_bootstrap_servers=infrastructure.config.bootstrap,
-        mongodb_uri=infrastructure.config.mongo,
-        plenary_db_prefix=DB_PREFIX,
-        plenary_var=tmp_path_factory.mktemp("registration-var"),
-        plenary_admin_token=ADMIN_TOKEN,
-        # Every request here comes from one client; tests/integration/test_rate_limits.py turns them on.
-        plenary_rate_limits="off",
-        plenary_roles="api,worker",
-    )
+    settings = service_settings(infrastructure, tmp_path_factory.mktemp("registration-var"), "api,worker")
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         await asyncio.wait_for(app.state.runtime.prepared.wait(), 30)
@@ -400,31 +407,12 @@ async def test_forty_at_once_for_ten_workshop_places(service: Registration) -> N
         assert (await view(service, entry["registration_id"]))["waiting_sessions"] == ["budgets"]
 
 
-async def test_registrations_arriving_together_read_the_event_once(
-    service: Registration, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Thirty delegates arrive while nothing of the event is remembered: one read checks them all."""
-    event = await create_event(service, capacity=100)
-    checks: list[str] = []
-    read = Store.event
-
-    async def counted(store: Store, event_id: str, session: Session | None = None) -> Document | None:
-        if session is None:  # the check before the desk; the admission reads it again in its transaction
-            checks.append(event_id)
-        return await read(store, event_id, session)
-
-    monkeypatch.setattr(Store, "event", counted)
-    replies = await asyncio.gather(
-        *(service.http.post(f"/api/v1/events/{event['id']}/registrations", json=a_delegate()) for _ in range(30))
-    )
-    assert [r.status_code for r in replies] == [201] * 30
-    assert checks.count(event["id"]) == 1
-
-
 @dataclass
 class AdmissionReads:
-    """What the admission transactions read before writing: the event, and who is registered already."""
+    """What registering reads: the event to check a request before the desk (`checks`, by event id), and
+    in the admission transactions the event and who is registered already."""
 
+    checks: list[str] = dataclasses.field(default_factory=list)
     events: int = 0
     addresses: int = 0
 
@@ -435,7 +423,10 @@ def admission_reads(monkeypatch: pytest.MonkeyPatch) -> AdmissionReads:
     read_event, look_up = Store.event, Store.registered_email_keys
 
     async def event(store: Store, event_id: str, session: Session | None = None) -> Document | None:
-        reads.events += session is not None
+        if session is None:
+            reads.checks.append(event_id)
+        else:
+            reads.events += 1
         return await read_event(store, event_id, session)
 
     async def addresses(store: Store, event_id: str, keys: list[str], *args: Any, **kwargs: Any) -> set[str]:
@@ -445,6 +436,18 @@ def admission_reads(monkeypatch: pytest.MonkeyPatch) -> AdmissionReads:
     monkeypatch.setattr(Store, "event", event)
     monkeypatch.setattr(Store, "registered_email_keys", addresses)
     return reads
+
+
+async def test_registrations_arriving_together_read_the_event_once(
+    service: Registration, admission_reads: AdmissionReads
+) -> None:
+    """Thirty delegates arrive while nothing of the event is remembered: one read checks them all."""
+    event = await create_event(service, capacity=100)
+    replies = await asyncio.gather(
+        *(service.http.post(f"/api/v1/events/{event['id']}/registrations", json=a_delegate()) for _ in range(30))
+    )
+    assert [r.status_code for r in replies] == [201] * 30
+    assert admission_reads.checks.count(event["id"]) == 1
 
 
 async def registered_by_address(service: Registration, event_id: str, email: str) -> int:
@@ -473,7 +476,7 @@ async def test_a_place_taken_elsewhere_is_not_sold_again_from_the_desk_s_copy(
     first = await register(service, event["id"])
     assert first["status"] == "confirmed"
     # What another service's admission of someone else does to the event.
-    await service.db["events"].update_one({"_id": event["id"]}, {"$inc": {"places_left": -1, "waitlist_seq": 0}})
+    await service.db["events"].update_one({"_id": event["id"]}, {"$inc": {"places_left": -1}})
     late = await register(service, event["id"])
     assert (late["status"], admission_reads.events) == ("waitlisted", 2)
     stored = await service.db["events"].find_one({"_id": event["id"]})
@@ -535,7 +538,7 @@ async def test_the_desk_forgets_events_it_has_not_served_for_a_while(
 
 
 async def test_two_registration_services_share_an_event_without_selling_a_place_twice(
-    service: Registration, infrastructure: EmbeddedStack, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+    service: Registration, infrastructure: EmbeddedStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two services' desks admit batches for one event at once: each one's copy of the event keeps going
     out of date under the other's writes, and every place and waiting-list position is given once."""
@@ -549,17 +552,7 @@ async def test_two_registration_services_share_an_event_without_selling_a_place_
         return after
 
     monkeypatch.setattr(Store, "spend_places_as_copied", counted)
-    other_settings = ServiceSettings(
-        plenary_consumer_group_suffix=GROUP_SUFFIX,
-        kafka_bootstrap_servers=infrastructure.config.bootstrap,
-        mongodb_uri=infrastructure.config.mongo,
-        plenary_db_prefix=DB_PREFIX,
-        plenary_var=tmp_path,
-        plenary_admin_token=ADMIN_TOKEN,
-        plenary_rate_limits="off",
-        plenary_roles="api",
-    )
-    other = create_app(other_settings)
+    other = create_app(service_settings(infrastructure, tmp_path, "api"))
     event = await create_event(service, capacity=60, sessions=[workshop("budgets", 25)])
     route = f"/api/v1/events/{event['id']}/registrations"
     async with other.router.lifespan_context(other):
