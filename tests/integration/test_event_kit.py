@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -16,7 +17,7 @@ from plenary_kit import events, topics
 from plenary_kit.consumer import Batched, Consumer
 from plenary_kit.envelope import Envelope
 from plenary_kit.kafka import Publisher
-from plenary_kit.mongo import Document, Session, connect, in_transaction
+from plenary_kit.mongo import Document, Session, connect, in_transaction, insert_missing, set_fields
 from plenary_kit.outbox import Outbox, Relay, replay
 from plenary_stack.stack import EmbeddedStack
 
@@ -391,3 +392,97 @@ async def _committed_to_end(bootstrap: str, group: str) -> bool:
     finally:
         await admin.stop()
         await reader.stop()
+
+
+async def test_set_fields_creates_what_is_missing_and_changes_only_the_named_fields_of_the_rest(
+    kit: tuple[EmbeddedStack, str],
+) -> None:
+    stack, db_name = kit
+    client = connect(stack.config.mongo)
+    projection = client[db_name]["projection"]
+    try:
+        await projection.insert_one({"_id": "kept", "name": "Amara Okafor", "role": "deputy head", "counted": True})
+        changes = {
+            "kept": {"role": "headteacher", "version": 7},
+            "new": {"name": "Siobhan Kelly", "version": 8, "updated_at": datetime.now(UTC)},
+        }
+
+        async def work(session: Session) -> dict[str, Document]:
+            return await set_fields(projection, changes, session, on_insert={"counted": False})
+
+        returned = await in_transaction(client, work)
+        stored = {row["_id"]: row async for row in projection.find({})}
+        assert stored["kept"] == {
+            "_id": "kept", "name": "Amara Okafor", "role": "headteacher", "counted": True, "version": 7
+        }
+        assert stored["new"] == {
+            "_id": "new", "counted": False, "name": "Siobhan Kelly", "version": 8,
+            "updated_at": stored["new"]["updated_at"],
+        }
+        # What it returns is what a read returns, times to the stored millisecond included.
+        assert returned == stored
+        with pytest.raises(ValueError, match="top-level"):
+            await in_transaction(client, lambda session: set_fields(projection, {"kept": {"a.b": 1}}, session))
+    finally:
+        await client.close()
+
+
+async def test_set_fields_meeting_a_document_created_concurrently_runs_again_and_keeps_both_writes(
+    kit: tuple[EmbeddedStack, str],
+) -> None:
+    stack, db_name = kit
+    client = connect(stack.config.mongo)
+    projection = client[db_name]["projection"]
+    first_written, let_first_commit = asyncio.Event(), asyncio.Event()
+    attempts = 0
+
+    async def first(session: Session) -> None:
+        await set_fields(projection, {"shared": {"ticket_id": "T-1"}}, session, on_insert={"counted": False})
+        first_written.set()
+        await let_first_commit.wait()
+
+    async def second(session: Session) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 2:
+            # The first attempt met the first transaction's uncommitted document.
+            let_first_commit.set()
+        await set_fields(projection, {"shared": {"name": "Kwame Asante"}}, session, on_insert={"counted": False})
+
+    try:
+        one = asyncio.create_task(in_transaction(client, first))
+        await first_written.wait()
+        await asyncio.wait_for(in_transaction(client, second), 60)
+        await one
+        assert attempts >= 2
+        assert await projection.find_one({"_id": "shared"}) == {
+            "_id": "shared", "counted": False, "ticket_id": "T-1", "name": "Kwame Asante"
+        }
+    finally:
+        await client.close()
+
+
+async def test_insert_missing_inserts_only_new_ids_and_leaves_the_rest_as_they_are(
+    kit: tuple[EmbeddedStack, str],
+) -> None:
+    stack, db_name = kit
+    client = connect(stack.config.mongo)
+    messages = client[db_name]["messages"]
+    try:
+        await messages.insert_one({"_id": "sent", "status": "sent"})
+        queued = [
+            {"_id": "sent", "status": "pending"},
+            {"_id": "fresh", "status": "pending", "kind": "confirmation"},
+            {"_id": "fresh", "status": "pending", "kind": "a repeat within the call"},
+        ]
+
+        async def work(session: Session) -> set[Any]:
+            return await insert_missing(messages, queued, session)
+
+        assert await in_transaction(client, work) == {"fresh"}
+        assert {row["_id"]: row async for row in messages.find({})} == {
+            "sent": {"_id": "sent", "status": "sent"},
+            "fresh": {"_id": "fresh", "status": "pending", "kind": "confirmation"},
+        }
+    finally:
+        await client.close()

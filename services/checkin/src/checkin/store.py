@@ -7,11 +7,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
-from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from checkin.domain import ERASED_NAME, CounterKey
-from plenary_kit.mongo import Document, Session
+from plenary_kit.mongo import Document, Session, by_id, set_fields
 
 # last_seen is for the organiser's eyes; writing it on every scan would only add load at the doors.
 LAST_SEEN_RESOLUTION = timedelta(seconds=10)
@@ -145,27 +144,16 @@ class Store:
         await self.save_tickets({ticket_id: fields}, session)
 
     async def save_tickets(self, tickets: dict[str, Document], session: Session) -> None:
-        await self.tickets.bulk_write(
-            [UpdateOne({"_id": key}, {"$set": fields}, upsert=True) for key, fields in tickets.items()],
-            ordered=True,
-            session=session,
-        )
+        await set_fields(self.tickets, tickets, session)
 
     async def tickets_by_id(self, ticket_ids: list[str], session: Session | None = None) -> dict[str, Document]:
-        return await _by_id(self.tickets, ticket_ids, session)
+        return await by_id(self.tickets, ticket_ids, session)
 
     async def save_registration(self, registration_id: str, fields: Document, session: Session) -> None:
         await self.save_registrations({registration_id: fields}, session)
 
     async def save_registrations(self, registrations: dict[str, Document], session: Session) -> None:
-        await self.registrations.bulk_write(
-            [
-                UpdateOne({"_id": key}, {"$set": fields, "$setOnInsert": {"counted": False}}, upsert=True)
-                for key, fields in registrations.items()
-            ],
-            ordered=True,
-            session=session,
-        )
+        await set_fields(self.registrations, registrations, session, on_insert={"counted": False})
 
     async def update_registration(self, registration_id: str, fields: Document, session: Session) -> None:
         """Change a registration already in the projection; one it does not hold stays absent."""
@@ -174,7 +162,7 @@ class Store:
     async def registrations_by_id(
         self, registration_ids: list[str], session: Session | None = None
     ) -> dict[str, Document]:
-        return await _by_id(self.registrations, registration_ids, session)
+        return await by_id(self.registrations, registration_ids, session)
 
     async def is_erased(self, registration_id: str, session: Session) -> bool:
         return bool(await self.erased_among([registration_id], session))
@@ -226,7 +214,7 @@ class Store:
     # Admissions: one document per ticket, changed only by conditional writes.
 
     async def admissions_by_id(self, ticket_ids: list[str], session: Session | None = None) -> dict[str, Document]:
-        return await _by_id(self.admissions, ticket_ids, session)
+        return await by_id(self.admissions, ticket_ids, session)
 
     async def insert_admissions(self, admissions: list[Document], session: Session) -> None:
         """New admissions; the unique ticket id makes a second process's first admission of one ticket fail."""
@@ -257,7 +245,7 @@ class Store:
         return result.matched_count == len(moved)
 
     async def room_admissions_by_id(self, ids: list[str], session: Session | None = None) -> dict[str, Document]:
-        return await _by_id(self.room_admissions, ids, session)
+        return await by_id(self.room_admissions, ids, session)
 
     async def insert_room_admissions(self, entries: list[Document], session: Session) -> None:
         await self.room_admissions.insert_many(entries, session=session)
@@ -346,11 +334,3 @@ class Store:
 def _changed_since(event_id: str, since: int) -> Document:
     """The event's documents changed after snapshot version `since`; all of them for 0."""
     return {"event_id": event_id, "version": {"$gt": since}} if since else {"event_id": event_id}
-
-
-async def _by_id(
-    collection: AsyncCollection[Document], ids: list[str], session: Session | None
-) -> dict[str, Document]:
-    if not ids:
-        return {}
-    return {row["_id"]: row for row in await collection.find({"_id": {"$in": ids}}, session=session).to_list(None)}

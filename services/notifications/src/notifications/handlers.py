@@ -115,7 +115,7 @@ class Notifications:
         for registration_id in [key for key in facts if domain.is_erased(known.get(key))]:
             del facts[registration_id]
         if facts:
-            recorded = await self._store.record_many(facts, session)
+            recorded = await self._store.record_many(facts, session, known)
             await self._confirm_all_ready([(causes[key], recorded[key]) for key in facts], session)
 
     async def waitlisted_many(self, items: list[tuple[Envelope, EventData]], session: Session) -> None:
@@ -133,7 +133,7 @@ class Notifications:
             del facts[registration_id]
         if not facts:
             return
-        recorded = await self._store.record_many(facts, session)
+        recorded = await self._store.record_many(facts, session, known)
         due = []
         for registration_id in facts:
             projection = recorded[registration_id]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
 from notifications.domain import DUE_FIELDS, Status
-from plenary_kit.mongo import Document, Session, in_transaction
+from plenary_kit.mongo import Document, Session, in_transaction, insert_missing, set_fields
 
 LIST_LIMIT = 500
 
@@ -66,18 +66,16 @@ class Store:
         assert projection is not None
         return projection
 
-    async def record_many(self, facts: dict[str, Document], session: Session) -> dict[str, Document]:
-        """Add facts to several registrations' projections in one request; returns all of each.
+    async def record_many(
+        self, facts: dict[str, Document], session: Session, known: dict[str, Document] | None = None
+    ) -> dict[str, Document]:
+        """Add facts to several registrations' projections; returns all of each.
 
+        `known`: the projections as just read in this transaction, if the caller has read them.
         As `record_facts`, one write per projection, so a concurrent transaction writing the same
         registration conflicts with this one and one of the two retries.
         """
-        await self.registrations.bulk_write(
-            [UpdateOne({"_id": key}, {"$set": added}, upsert=True) for key, added in facts.items()],
-            ordered=True,
-            session=session,
-        )
-        return await self.projections(list(facts), session)
+        return await set_fields(self.registrations, facts, session, existing=known)
 
     async def projections(self, registration_ids: list[str], session: Session | None = None) -> dict[str, Document]:
         cursor = self.registrations.find({"_id": {"$in": registration_ids}}, session=session)
@@ -124,15 +122,10 @@ class Store:
         return bool(await self.enqueue_many([message], session))
 
     async def enqueue_many(self, messages: list[Document], session: Session) -> set[str]:
-        """Insert each message whose key does not exist yet, in one request; returns the keys inserted."""
+        """Insert each message whose key does not exist yet; returns the keys inserted."""
         if not messages:
             return set()
-        result = await self.messages.bulk_write(
-            [UpdateOne({"_id": message["_id"]}, {"$setOnInsert": message}, upsert=True) for message in messages],
-            ordered=True,
-            session=session,
-        )
-        return {str(key) for key in (result.upserted_ids or {}).values()}
+        return {str(key) for key in await insert_missing(self.messages, messages, session)}
 
     async def due_registrations(self, field: str, now: datetime, limit: int) -> list[Document]:
         """Registrations whose reminder or thank-you (by its due field) has fallen due."""
