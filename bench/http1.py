@@ -92,3 +92,35 @@ class Connection:
                 await writer.wait_closed()
             except OSError:
                 pass
+
+
+class Pool:
+    """Idle keep-alive connections to one server; a request due while every one is busy opens another.
+
+    For load sent on a schedule (open loop): a request leaves at its time whatever earlier replies
+    take, so none queues behind a slow one, and the pool grows to what the schedule needs.
+    """
+
+    def __init__(
+        self, url: str, timeout: float = 60.0, headers: Mapping[str, str] | None = None, retry_stale: bool = False
+    ) -> None:
+        self._new = lambda: Connection(url, timeout, headers, retry_stale)
+        self._idle: list[Connection] = []
+        self._all: list[Connection] = []
+
+    def take(self) -> Connection:
+        if self._idle:
+            return self._idle.pop()
+        connection = self._new()
+        self._all.append(connection)
+        return connection
+
+    def give(self, connection: Connection) -> None:
+        self._idle.append(connection)
+
+    @property
+    def opened(self) -> int:
+        return len(self._all)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(connection.close() for connection in self._all))

@@ -27,7 +27,7 @@ import httpx
 from pymongo import AsyncMongoClient
 
 from bench.crowd import delegates
-from bench.http1 import Connection, Http1Error
+from bench.http1 import Connection, Http1Error, Pool
 from bench.inbox import Inbox
 from bench.runner import run_benchmark, stack_config
 from plenary_stack.processes import Child
@@ -56,6 +56,9 @@ class Surge:
     started_at: float = 0.0
     wall_seconds: float = 0.0
     client_cpu_seconds: float = 0.0
+    # With a schedule (--rate): how late each POST left against its time, and the connections it took.
+    sent_late_ms: list[float] = field(default_factory=list)
+    connections: int = 0
 
 
 def percentiles(values: list[float]) -> dict[str, float | None]:
@@ -117,45 +120,88 @@ def processes(stack: EmbeddedStack) -> dict[str, Child]:
     return children
 
 
-async def run_surge(url: str, crowd: list[dict[str, Any]], concurrency: int) -> Surge:
-    """`concurrency` delegates in flight at any moment until everyone has had an answer.
+async def register(phone: Connection, path: str, delegate: dict[str, Any], since: float) -> Reply:
+    """One delegate's POST; its time counts from `since` (when it was sent, or due to be)."""
+    status: int | None = None
+    body: dict[str, Any] = {}
+    error = None
+    try:
+        status, raw = await phone.post_json(path, delegate)
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            error = "unreadable_body"
+    except (Http1Error, OSError, TimeoutError) as exc:
+        error = type(exc).__name__
+        # The connection may hold half a reply: start afresh next time.
+        await phone.close()
+    return Reply(delegate["email"], status, body, error, time.perf_counter() - since, time.time())
+
+
+async def run_surge(url: str, crowd: list[dict[str, Any]], concurrency: int, rate: float | None = None) -> Surge:
+    """`concurrency` delegates in flight at any moment until everyone has had an answer; or, with
+    `rate`, one delegate every 1/rate seconds whatever the replies take.
 
     Each simulated phone keeps one connection open, as a browser does; the client is kept lean
     (bench/http1.py) because it shares the machine's CPU with the stack it measures.
     """
     surge = Surge()
-    waiting = iter(crowd)
     path = urlsplit(url).path
+    cpu_before = time.process_time()
+    surge.started_at = time.time()
+    began = time.perf_counter()
+    if rate is None:
+        await in_flight(surge, url, path, crowd, concurrency)
+    else:
+        await on_schedule(surge, url, path, crowd, rate, began)
+    surge.wall_seconds = time.perf_counter() - began
+    surge.client_cpu_seconds = time.process_time() - cpu_before
+    return surge
+
+
+async def in_flight(surge: Surge, url: str, path: str, crowd: list[dict[str, Any]], concurrency: int) -> None:
+    """Closed loop: each phone sends its next delegate as soon as the last one has its answer."""
+    waiting = iter(crowd)
 
     async def delegate_at_a_phone() -> None:
         phone = Connection(url)
         try:
             for delegate in waiting:
-                started = time.perf_counter()
-                status: int | None = None
-                body: dict[str, Any] = {}
-                error = None
-                try:
-                    status, raw = await phone.post_json(path, delegate)
-                    try:
-                        body = json.loads(raw)
-                    except ValueError:
-                        error = "unreadable_body"
-                except (Http1Error, OSError, TimeoutError) as exc:
-                    error = type(exc).__name__
-                surge.replies.append(
-                    Reply(delegate["email"], status, body, error, time.perf_counter() - started, time.time())
-                )
+                surge.replies.append(await register(phone, path, delegate, time.perf_counter()))
         finally:
             await phone.close()
 
-    cpu_before = time.process_time()
-    surge.started_at = time.time()
-    began = time.perf_counter()
+    surge.connections = concurrency
     await asyncio.gather(*(delegate_at_a_phone() for _ in range(concurrency)))
-    surge.wall_seconds = time.perf_counter() - began
-    surge.client_cpu_seconds = time.process_time() - cpu_before
-    return surge
+
+
+async def on_schedule(
+    surge: Surge, url: str, path: str, crowd: list[dict[str, Any]], rate: float, began: float
+) -> None:
+    """Open loop: delegate i sends at `began` + i/rate, on a free connection or a new one.
+
+    A reply's latency counts from the delegate's due time, not from when the POST left: were the
+    load generator itself late, that lateness counts against the stack, never hides a slow reply.
+    """
+    phones = Pool(url)
+
+    async def delegate_due(delegate: dict[str, Any], due: float) -> None:
+        surge.sent_late_ms.append((time.perf_counter() - due) * 1000)
+        phone = phones.take()
+        surge.replies.append(await register(phone, path, delegate, due))
+        phones.give(phone)
+
+    try:
+        tasks = []
+        for number, delegate in enumerate(crowd):
+            due = began + number / rate
+            if (wait := due - time.perf_counter()) > 0:
+                await asyncio.sleep(wait)
+            tasks.append(asyncio.create_task(delegate_due(delegate, due)))
+        await asyncio.gather(*tasks)
+    finally:
+        surge.connections = phones.opened
+        await phones.close()
 
 
 def filling_rate(surge: Surge, confirmed: dict[str, float]) -> int | None:
@@ -262,7 +308,7 @@ async def one_run(stack: EmbeddedStack, args: argparse.Namespace, number: int) -
             requests_before = await document_server_requests(mongo)
             cpu_before = {name: cpu_seconds(child) for name, child in children.items()}
             registrations = f"{registration}/api/v1/events/{event_id}/registrations"
-            surge = await run_surge(registrations, crowd, args.concurrency)
+            surge = await run_surge(registrations, crowd, args.concurrency, args.rate)
             cpu_after = {name: cpu_seconds(child) for name, child in children.items()}
             requests_after = await document_server_requests(mongo)
             listed = (await http.get(registrations, headers=organiser)).json()
@@ -297,6 +343,16 @@ async def one_run(stack: EmbeddedStack, args: argparse.Namespace, number: int) -
             "confirmed_per_minute_while_places_left": filling_rate(surge, confirmed),
             "registrations_per_minute": round(len(accepted) / minutes),
             "latency_ms": percentiles([r.seconds * 1000 for r in surge.replies]),
+            # Open loop: registrations offered a second, how late the POSTs left, connections it took.
+            **(
+                {
+                    "offered_per_second": args.rate,
+                    "sent_late_ms": percentiles(surge.sent_late_ms),
+                    "connections": surge.connections,
+                }
+                if args.rate
+                else {}
+            ),
             "server_latency_ms": percentiles(server_latencies(log_path, log_offset)),
             "oversold": {
                 "from_replies": max(0, len(confirmed) - args.capacity),
@@ -379,6 +435,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--delegates", type=int, default=3000, help="delegates registering at once [3000]")
     parser.add_argument("--capacity", type=int, help="places at the event [delegates // 2]")
     parser.add_argument("--concurrency", type=int, default=64, help="registrations in flight at once [64]")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        help="instead of --concurrency: one registration every 1/RATE seconds whatever the replies take (open loop)",
+    )
     parser.add_argument("--runs", type=int, default=3, help="surges, each against a fresh event [3]")
     parser.add_argument(
         "--settle-timeout", type=float, default=600, help="seconds to wait for tickets and emails after a surge [600]"
@@ -390,6 +451,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.capacity = args.delegates // 2
     if args.delegates < 1 or args.concurrency < 1 or args.runs < 1 or args.capacity < 0:
         parser.error("--delegates, --concurrency and --runs must be positive, --capacity not negative")
+    if args.rate is not None and args.rate <= 0:
+        parser.error("--rate must be positive")
     return args
 
 
@@ -397,7 +460,7 @@ def report(args: argparse.Namespace, description: dict[str, Any], runs: list[dic
     median = median_of(runs)
     return {
         "benchmark": "registration_surge",
-        "parameters": {k: args.__dict__[k] for k in ("delegates", "capacity", "concurrency", "runs")},
+        "parameters": {k: args.__dict__[k] for k in ("delegates", "capacity", "concurrency", "rate", "runs")},
         "runs_completed": len(runs),
         "target": TARGET,
         "meets_target": verdict(runs, median),
@@ -439,7 +502,8 @@ def main(argv: list[str] | None = None) -> int:
         parse_args(argv),
         stack_config,
         one_run,
-        lambda args, _: f"{args.delegates} delegates, {args.capacity} places",
+        lambda args, _: f"{args.delegates} delegates, {args.capacity} places"
+        + (f", {args.rate:g} a second" if args.rate else f", {args.concurrency} in flight"),
         report,
     )
 

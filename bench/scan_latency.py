@@ -32,7 +32,7 @@ import httpx
 from pymongo import AsyncMongoClient
 
 from bench.crowd import delegates
-from bench.http1 import Connection, Http1Error
+from bench.http1 import Connection, Http1Error, Pool
 from bench.inbox import Inbox, create_event
 from bench.registration_surge import (
     cpu_seconds,
@@ -69,31 +69,23 @@ class Doors:
     """
 
     def __init__(self, url: str, tokens: dict[str, str], timeout: float) -> None:
-        self._url = url
-        self._tokens = tokens
-        self._timeout = timeout
-        self._idle: dict[str, list[Connection]] = {gate: [] for gate in tokens}
-        self._all: list[Connection] = []
+        self._gates = {
+            gate: Pool(url, timeout, {"Authorization": f"Bearer {token}"}, retry_stale=True)
+            for gate, token in tokens.items()
+        }
 
     def take(self, gate: str) -> Connection:
-        idle = self._idle[gate]
-        if idle:
-            return idle.pop()
-        connection = Connection(
-            self._url, self._timeout, {"Authorization": f"Bearer {self._tokens[gate]}"}, retry_stale=True
-        )
-        self._all.append(connection)
-        return connection
+        return self._gates[gate].take()
 
     def give(self, gate: str, connection: Connection) -> None:
-        self._idle[gate].append(connection)
+        self._gates[gate].give(connection)
 
     @property
     def opened(self) -> int:
-        return len(self._all)
+        return sum(pool.opened for pool in self._gates.values())
 
     async def close(self) -> None:
-        await asyncio.gather(*(connection.close() for connection in self._all))
+        await asyncio.gather(*(pool.close() for pool in self._gates.values()))
 
 
 @dataclass(frozen=True)
