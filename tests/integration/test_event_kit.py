@@ -486,3 +486,42 @@ async def test_insert_missing_inserts_only_new_ids_and_leaves_the_rest_as_they_a
         }
     finally:
         await client.close()
+
+
+async def test_the_relay_deletes_rows_sent_before_the_retention_period_and_keeps_the_rest(
+    kit: tuple[EmbeddedStack, str],
+) -> None:
+    stack, db_name = kit
+    client = connect(stack.config.mongo)
+    outbox = Outbox(client[db_name], topics.REGISTRATION)
+    await outbox.prepare(retention_days=1)
+    rows = client[db_name]["outbox"]
+    publisher = Publisher(stack.config.bootstrap)
+    now = datetime.now(UTC)
+    try:
+        assert "sent_at_ttl" not in await rows.index_information()
+        written = [cancelled_event() for _ in range(5)]
+        await in_transaction(client, lambda session: outbox.add(session, *written))
+        ids = [row["_id"] async for row in rows.find({}).sort("_id", 1)]
+        # Two sent two days ago, one an hour ago; two never sent, one of them written long ago.
+        await rows.update_many({"_id": {"$in": ids[:2]}}, {"$set": {"sent_at": now - timedelta(days=2)}})
+        await rows.update_one({"_id": ids[2]}, {"$set": {"sent_at": now - timedelta(hours=1)}})
+        await rows.update_one({"_id": ids[3]}, {"$set": {"created_at": now - timedelta(days=40)}})
+
+        assert await outbox.purge(now) == 2
+        assert [row["_id"] async for row in rows.find({}).sort("_id", 1)] == ids[2:]
+        assert await outbox.purge(now) == 0
+
+        # A relay purges when it starts, then sends what is pending.
+        await rows.update_one({"_id": ids[2]}, {"$set": {"sent_at": now - timedelta(days=3)}})
+        relay = asyncio.create_task(Relay(outbox, publisher, "test").run())
+        try:
+            await eventually(lambda: _none_pending(outbox))
+            remaining = [row async for row in rows.find({}).sort("_id", 1)]
+            assert [row["_id"] for row in remaining] == ids[3:]
+            assert all(row["sent_at"] is not None for row in remaining)
+        finally:
+            relay.cancel()
+    finally:
+        await publisher.stop()
+        await client.close()

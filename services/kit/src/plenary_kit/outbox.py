@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 
 from aiokafka.errors import KafkaError
@@ -21,6 +22,9 @@ log = get_logger(__name__)
 
 COLLECTION = "outbox"
 BATCH = 500
+# How often a relay deletes the sent rows past the retention period, and how many in one write.
+PURGE_SECONDS = 600.0
+PURGE_CHUNK = 1000
 
 
 class Outbox:
@@ -30,19 +34,19 @@ class Outbox:
         self._rows = db[COLLECTION]
         self._topic = topic
         self._wake = asyncio.Event()
+        self._retention = timedelta(days=30)
 
     async def prepare(self, retention_days: int) -> None:
-        # Two indexes only: every row is written and marked sent once, and each index costs both.
-        # The relay reads unsent rows in `_id` order; replay reads a time range by `_id`, whose
+        # One index besides `_id`: every row is written and marked sent once, and each index costs
+        # both. The relay reads unsent rows (`sent_at` null) in `_id` order, and deletes sent rows
+        # past the retention period by `sent_at` (`purge`); replay reads a time range by `_id`, whose
         # ObjectId carries the time the row was written.
+        self._retention = timedelta(days=retention_days)
         await self._rows.create_index([("sent_at", ASCENDING), ("_id", ASCENDING)])
-        # Sent rows are kept for replay, then expire.
-        await self._rows.create_index(
-            "sent_at", name="sent_at_ttl", expireAfterSeconds=retention_days * 86400,
-            partialFilterExpression={"sent_at": {"$type": "date"}},
-        )
         existing = await self._rows.index_information()
-        for retired in ("created_at_1", "event_id_1"):
+        # `sent_at_ttl` expired sent rows until the relay did: a TTL index cost a fifth of each insert
+        # and mark on the embedded document server.
+        for retired in ("created_at_1", "event_id_1", "sent_at_ttl"):
             if retired in existing:
                 await self._rows.drop_index(retired)
 
@@ -88,6 +92,23 @@ class Outbox:
             {"$set": {"sent_at": datetime.now(UTC)}},
         )
 
+    async def purge(self, now: datetime) -> int:
+        """Delete the rows sent before the retention period; returns how many went.
+
+        A chunk at a time, so that no one write holds the collection long. A row not yet sent stays
+        however old it is: `sent_at` null is not a time before anything.
+        """
+        expired = {"sent_at": {"$lt": now - self._retention}}
+        deleted = 0
+        while True:
+            chunk = await self._rows.find(expired, {"_id": 1}).limit(PURGE_CHUNK).to_list(PURGE_CHUNK)
+            if not chunk:
+                return deleted
+            result = await self._rows.delete_many({"_id": {"$in": [row["_id"] for row in chunk]}, **expired})
+            deleted += result.deleted_count
+            if len(chunk) < PURGE_CHUNK:
+                return deleted
+
     async def between(self, since: datetime, until: datetime, event_type: str | None) -> list[Document]:
         """Rows created in [since, until), oldest first, read by `_id` (its ObjectId holds the second)."""
         by_id = {"$gte": ObjectId.from_datetime(since), "$lt": ObjectId.from_datetime(until + timedelta(seconds=1))}
@@ -117,21 +138,35 @@ class Relay:
     crash between the two re-sends a few events, which idempotent consumers ignore.
     After a round that found fewer rows than a batch, the relay lets `gather` seconds
     pass before the next, so that rows committed meanwhile share one read and one mark.
+    Every `purge_every` seconds (and when it starts) it deletes rows sent longer ago than
+    the retention period.
     """
 
     def __init__(
-        self, outbox: Outbox, publisher: Publisher, service: str, idle_poll: float = 0.25, gather: float = 0.05
+        self,
+        outbox: Outbox,
+        publisher: Publisher,
+        service: str,
+        idle_poll: float = 0.25,
+        gather: float = 0.05,
+        purge_every: float = PURGE_SECONDS,
     ) -> None:
         self._outbox = outbox
         self._publisher = publisher
         self._service = service
         self._idle_poll = idle_poll
         self._gather = gather
+        self._purge_every = purge_every
 
     async def run(self) -> None:
         backoff = 0.2
+        purge_at = time.monotonic()
         while True:
             try:
+                if time.monotonic() >= purge_at:
+                    purge_at = time.monotonic() + self._purge_every
+                    if purged := await self._outbox.purge(datetime.now(UTC)):
+                        log.info("outbox_purged", service=self._service, rows=purged)
                 rows = await self._outbox.pending(BATCH)
                 if not rows:
                     await self._outbox.wait(self._idle_poll)
