@@ -740,6 +740,25 @@ async def device_of(checkin: Checkin, event_id: str, *gates: str) -> dict[str, s
     return {"Authorization": f"Bearer {created.json()['token']}"}
 
 
+async def test_a_delegate_erased_before_their_confirmation_arrives_is_counted_once_when_it_does(
+    checkin: Checkin,
+) -> None:
+    box = Box()
+    registration_id = str(uuid.uuid4())
+    await checkin.publish(box.erased(registration_id))
+    await wait_for(lambda: checkin.store.registrations.find_one({"_id": registration_id, "counted": False}))
+    # The confirmation, then a second copy of it, with a newcomer's among them.
+    await checkin.publish(box.confirmed(registration_id, "Olamide Bello"))
+    await checkin.publish(box.confirmed(str(uuid.uuid4()), "Gwen Parry"))
+    await checkin.publish(box.confirmed(registration_id, "Olamide Bello"))
+    await checkin.caught_up(GROUP, [topics.REGISTRATION])
+
+    stored = await checkin.store.registrations.find_one({"_id": registration_id})
+    assert stored is not None
+    assert (stored["counted"], stored["name"]) == (True, "Erased delegate")
+    assert (await checkin.attendance(box.event_id))["registered"] == 2
+
+
 async def test_workshop_rooms_admit_only_their_own_delegates_and_count_each_once(checkin: Checkin) -> None:
     box = Box()
     chosen = await checkin.delegate(box, "Aoife Murphy", sessions=["W1"], phase="primary", local_authority="Sefton")

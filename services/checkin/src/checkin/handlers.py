@@ -159,11 +159,12 @@ class Projection:
         session: Session,
     ) -> None:
         """Delegates who may be admitted: their details, each in the next snapshot version, counted once."""
-        erased = await self._store.erased_among([data.registration_id for _, data in items], session)
+        held = await self._store.registrations_by_id([data.registration_id for _, data in items], session)
+        erased = {key for key, row in held.items() if row.get("erased_at") is not None}
         for event in {data.event.id: data.event for _, data in items}.values():
             await self._store.save_event(_event_document(event), session)
         versions = await self._versions([data.event.id for _, data in items], session)
-        await self._store.save_registrations(
+        counted = await self._store.save_admissible(
             {
                 data.registration_id: {
                     **domain.delegate_fields(data.delegate, data.registration_id in erased),
@@ -175,13 +176,13 @@ class Projection:
                 }
                 for (envelope, data), version in zip(items, versions, strict=True)
             },
+            held,
             session,
         )
         for event_id in dict.fromkeys(data.event.id for _, data in items):
-            of_event = [data.registration_id for _, data in items if data.event.id == event_id]
-            counted = await self._store.start_counting(of_event, session)
-            if counted:
-                await self._store.bump(event_id, {("registered", ""): counted}, session)
+            of_event = counted & {data.registration_id for _, data in items if data.event.id == event_id}
+            if of_event:
+                await self._store.bump(event_id, {("registered", ""): len(of_event)}, session)
 
     async def _versions(self, event_ids: list[str], session: Session) -> list[int]:
         """The next snapshot version of its event for each change, in the order given."""

@@ -150,10 +150,8 @@ class Store:
         return await by_id(self.tickets, ticket_ids, session)
 
     async def save_registration(self, registration_id: str, fields: Document, session: Session) -> None:
-        await self.save_registrations({registration_id: fields}, session)
-
-    async def save_registrations(self, registrations: dict[str, Document], session: Session) -> None:
-        await set_fields(self.registrations, registrations, session, on_insert={"counted": False})
+        """A registration that is not (or no longer) to be admitted; one new to the projection is not counted."""
+        await set_fields(self.registrations, {registration_id: fields}, session, on_insert={"counted": False})
 
     async def update_registration(self, registration_id: str, fields: Document, session: Session) -> None:
         """Change a registration already in the projection; one it does not hold stays absent."""
@@ -196,14 +194,26 @@ class Store:
                 session=session,
             )
 
-    async def start_counting(self, registration_ids: list[str], session: Session) -> int:
-        """Mark live registrations as counted; returns how many became so now (each only ever once)."""
-        result = await self.registrations.update_many(
-            {"_id": {"$in": registration_ids}, "counted": False, "cancelled_at": None},
-            {"$set": {"counted": True}},
-            session=session,
-        )
-        return result.modified_count
+    async def save_admissible(
+        self, registrations: dict[str, Document], held: dict[str, Document], session: Session
+    ) -> set[str]:
+        """Delegates who may be admitted, given their projections as just read in this transaction
+        (`held`); returns those counted only now.
+
+        Each is counted once: one new to the projection is created counted, one held already is
+        counted unless it is already or was cancelled.
+        """
+        await set_fields(self.registrations, registrations, session, on_insert={"counted": True}, existing=held)
+        uncounted = [
+            key
+            for key in registrations
+            if key in held and held[key].get("counted") is False and held[key].get("cancelled_at") is None
+        ]
+        if uncounted:
+            await self.registrations.update_many(
+                {"_id": {"$in": uncounted}}, {"$set": {"counted": True}}, session=session
+            )
+        return {key for key in registrations if key not in held} | set(uncounted)
 
     async def stop_counting(self, registration_id: str, session: Session) -> bool:
         result = await self.registrations.update_one(
