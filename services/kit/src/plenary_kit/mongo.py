@@ -100,11 +100,11 @@ async def set_fields(
         )
     # As a read would return them: through BSON, so times are to the millisecond as stored.
     options = collection.codec_options
-    return {
-        key: bson.decode(bson.encode(created.get(key) or {**found[key], **changes[key]}, codec_options=options),
-                         codec_options=options)
-        for key in changes
-    }
+    stored: dict[Any, Document] = {}
+    for key in changes:
+        document = created.get(key) or {**found[key], **changes[key]}
+        stored[key] = bson.decode(bson.encode(document, codec_options=options), codec_options=options)
+    return stored
 
 
 async def insert_missing(
