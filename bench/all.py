@@ -37,6 +37,12 @@ class Benchmark:
     output: str | None = None
 
 
+def _oversold(median: dict[str, Any]) -> tuple[str, Any, str]:
+    oversold = median["oversold"]
+    return ("oversold (in the replies / in the organiser's list)",
+            f"{oversold['from_replies']} / {oversold['from_organiser_list']}", "0")
+
+
 def _surge(report: dict[str, Any]) -> list[tuple[str, Any, str]]:
     median = report["median"]
     return [
@@ -44,8 +50,7 @@ def _surge(report: dict[str, Any]) -> list[tuple[str, Any, str]]:
          ">= 6,000"),
         ("registration latency p50 / p99 (ms)", f"{median['latency_ms']['p50']} / {median['latency_ms']['p99']}",
          "p99 < 300"),
-        ("oversold (in the replies / in the organiser's list)",
-         f"{median['oversold']['from_replies']} / {median['oversold']['from_organiser_list']}", "0"),
+        _oversold(median),
         ("seconds until every confirmed delegate had a ticket", median["tickets"]["seconds_until_all_issued"], ""),
     ]
 
@@ -57,8 +62,7 @@ def _surge_at_rate(report: dict[str, Any]) -> list[tuple[str, Any, str]]:
          f"{report['parameters']['rate']:g} / {median['confirmed_per_minute']}", ">= 6,000 confirmed a minute"),
         ("registration latency p50 / p99 (ms), from each delegate's time on the timetable",
          f"{median['latency_ms']['p50']} / {median['latency_ms']['p99']}", "p99 < 300"),
-        ("oversold (in the replies / in the organiser's list)",
-         f"{median['oversold']['from_replies']} / {median['oversold']['from_organiser_list']}", "0"),
+        _oversold(median),
     ]
 
 
