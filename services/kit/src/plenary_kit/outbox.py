@@ -34,7 +34,8 @@ class Outbox:
         self._rows = db[COLLECTION]
         self._topic = topic
         self._wake = asyncio.Event()
-        self._retention = timedelta(days=30)
+        # Set by `prepare`; until then nothing is old enough to purge.
+        self._retention: timedelta | None = None
 
     async def prepare(self, retention_days: int) -> None:
         # One index besides `_id`: every row is written and marked sent once, and each index costs
@@ -98,6 +99,8 @@ class Outbox:
         A chunk at a time, so that no one write holds the collection long. A row not yet sent stays
         however old it is: `sent_at` null is not a time before anything.
         """
+        if self._retention is None:
+            return 0
         expired = {"sent_at": {"$lt": now - self._retention}}
         deleted = 0
         while True:
